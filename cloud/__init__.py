@@ -1,0 +1,1 @@
+"""Cloud side: MQTT ingest into InfluxDB."""

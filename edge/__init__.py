@@ -1,0 +1,1 @@
+"""roadwave edge agent: CAN frames in, VSS samples out over MQTT."""

@@ -1,0 +1,133 @@
+"""The edge agent's configuration: a TOML file read into frozen, validated dataclasses.
+
+Example::
+
+    [vehicle]
+    vin = "RWDEM000000000001"
+    fleet = "demo"
+
+    [mqtt]
+    host = "127.0.0.1"
+    port = 1883
+
+    [batch]
+    max_records = 1000     # publish when this many records are waiting...
+    max_age_s = 1.0        # ...or when the oldest has waited this long
+
+    [[bus]]
+    name = "can0"
+    dbc = ["../dbc/roadwave_car.dbc"]   # relative to this file
+    interface = "socketcan"             # any python-can interface
+    channel = "vcan0"
+    # or, to replay a recorded log instead of a live bus:
+    # log = "drive.log"
+    # realtime = false
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roadwave.configfile import ConfigError, Table
+from roadwave.contract import BUS_PATTERN, ContractError, check_fleet, check_vin
+from roadwave.mqtt import MqttSettings
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """When a telemetry batch is published."""
+
+    max_records: int = 1000
+    max_age_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """One CAN source: a live python-can bus or a log file to replay."""
+
+    name: str
+    dbc: tuple[Path, ...]
+    mapping: Path | None = None
+    interface: str | None = None
+    channel: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    log: Path | None = None
+    realtime: bool = False
+
+    @classmethod
+    def read(cls, table: Table) -> BusSettings:
+        """Read one ``[[bus]]`` table; exactly one of interface+channel or log."""
+        settings = cls(
+            name=table.text("name"),
+            dbc=tuple(table.paths("dbc")),
+            mapping=table.path("mapping", None),
+            interface=table.text("interface", None),
+            channel=table.text("channel", None),
+            options=table.mapping("options"),
+            log=table.path("log", None),
+            realtime=table.flag("realtime", False),
+        )
+        table.finish()
+        if not BUS_PATTERN.fullmatch(settings.name):
+            raise table.error(f"bus name {settings.name!r}: use 1-32 of A-Z a-z 0-9 _ . -")
+        live = settings.interface is not None or settings.channel is not None
+        if live == (settings.log is not None):
+            raise table.error(
+                f"bus {settings.name!r}: give either interface and channel (live) or log (replay)"
+            )
+        if live and (settings.interface is None or settings.channel is None):
+            raise table.error(f"bus {settings.name!r}: a live bus needs both interface and channel")
+        for path in (*settings.dbc, settings.log, settings.mapping):
+            if path is not None and not path.is_file():
+                raise table.error(f"bus {settings.name!r}: file not found: {path}")
+        return settings
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Everything the edge agent needs to run."""
+
+    vin: str
+    fleet: str
+    buses: tuple[BusSettings, ...]
+    mqtt: MqttSettings = MqttSettings()
+    batch: BatchSettings = BatchSettings()
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id: configured, or derived from the VIN."""
+        return self.mqtt.client_id or f"roadwave-edge-{self.vin}"
+
+    @classmethod
+    def load(cls, path: Path) -> EdgeConfig:
+        """Read and validate an edge configuration file.
+
+        Raises:
+            ConfigError: naming the file, the key and the problem.
+        """
+        table = Table.load(path)
+        vehicle = table.table("vehicle", required=True)
+        vin, fleet = vehicle.text("vin"), vehicle.text("fleet")
+        vehicle.finish()
+        try:
+            check_vin(vin)
+            check_fleet(fleet)
+        except ContractError as exc:
+            raise ConfigError(f"{path}: [vehicle] {exc}") from exc
+        mqtt = MqttSettings.read(table.table("mqtt"))
+        batch_table = table.table("batch")
+        batch = BatchSettings(
+            max_records=batch_table.integer("max_records", BatchSettings.max_records, minimum=1),
+            max_age_s=batch_table.number("max_age_s", BatchSettings.max_age_s, minimum=0.01),
+        )
+        batch_table.finish()
+        buses = tuple(BusSettings.read(bus) for bus in table.tables("bus"))
+        table.finish()
+        if not buses:
+            raise ConfigError(f"{path}: no [[bus]] configured")
+        names = [bus.name for bus in buses]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{path}: bus names must be unique, got {names}")
+        return cls(vin=vin, fleet=fleet, buses=buses, mqtt=mqtt, batch=batch)

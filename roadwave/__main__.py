@@ -1,0 +1,7 @@
+"""``python -m roadwave`` is the ``roadwave`` command."""
+
+import sys
+
+from roadwave.cli import main
+
+sys.exit(main())

@@ -1,0 +1,98 @@
+"""``roadwave cloud ...``: the cloud services (``ingest`` for now)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cloud.influx import InfluxError
+from cloud.ingest import INFLUX_APIS, IngestConfig, IngestService, IngestStats
+from roadwave.configfile import ConfigError
+from roadwave.mqtt import MqttConnectError
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register ``roadwave cloud`` and its services."""
+    parser = subparsers.add_parser("cloud", help="cloud services (ingest)")
+    services = parser.add_subparsers(title="services", metavar="SERVICE", required=True)
+    ingest = services.add_parser(
+        "ingest",
+        help="MQTT telemetry -> InfluxDB",
+        description="Subscribe to the fleet's telemetry, validate it and write it to InfluxDB. "
+        "Prints a JSON line when ready and one with its counters when stopped (SIGINT/SIGTERM). "
+        "Options override the configuration file.",
+    )
+    ingest.add_argument("--config", type=Path, help="ingest TOML file")
+    ingest.add_argument("--mqtt-host", help="broker host")
+    ingest.add_argument("--mqtt-port", type=int, help="broker port")
+    ingest.add_argument("--influx-url", help="InfluxDB URL, e.g. http://127.0.0.1:8086")
+    ingest.add_argument("--influx-api", choices=INFLUX_APIS, help="v1 (1.x) or v2 (1.8+, 2.x, 3.x)")
+    ingest.add_argument("--database", help="v1 database or v2/3 bucket")
+    ingest.add_argument("--token", help="InfluxDB token (v2 API)")
+    ingest.add_argument("--org", help="InfluxDB organisation (v2 API)")
+    ingest.add_argument("--dead-letter-dir", type=Path, help="where rejected messages are kept")
+    ingest.set_defaults(func=run_ingest)
+
+
+def _override(settings: Any, **changes: Any) -> Any:
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+
+def ingest_config(args: argparse.Namespace) -> IngestConfig:
+    """The configuration file (or defaults) with command-line overrides applied."""
+    config = IngestConfig.load(args.config) if args.config else IngestConfig()
+    config = IngestConfig(
+        mqtt=_override(config.mqtt, host=args.mqtt_host, port=args.mqtt_port),
+        influx=_override(
+            config.influx,
+            url=args.influx_url,
+            api=args.influx_api,
+            database=args.database,
+            token=args.token,
+            org=args.org,
+        ),
+        ingest=_override(config.ingest, dead_letter_dir=args.dead_letter_dir),
+    )
+    if config.influx.api == "v2" and not config.influx.token:
+        raise ConfigError("the v2 InfluxDB API needs a token (--token or [influx] token)")
+    return config
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Run the ingest until SIGINT/SIGTERM."""
+    try:
+        service = IngestService(ingest_config(args))
+    except ConfigError as exc:
+        print(f"roadwave cloud ingest: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    outcome: list[IngestStats | Exception] = []
+
+    def serve() -> None:
+        try:
+            outcome.append(service.run(stop))
+        except (InfluxError, MqttConnectError) as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=serve, name="ingest")
+    worker.start()
+    while worker.is_alive() and not service.ready.wait(0.1):
+        pass
+    if service.ready.is_set():
+        print(json.dumps({"event": "ready", "dead_letters": str(service.dead_letters.path)}), flush=True)
+    while worker.is_alive():
+        worker.join(0.2)  # short joins keep the main thread responsive to signals
+    result = outcome[0] if outcome else RuntimeError("ingest ended unexpectedly")
+    if isinstance(result, Exception):
+        print(f"roadwave cloud ingest: {result}", file=sys.stderr)
+        return 3
+    print(json.dumps({"event": "stopped", "stats": dataclasses.asdict(result)}), flush=True)
+    return 0

@@ -1,0 +1,321 @@
+"""The wire contract between vehicle and cloud: topics, payload schema, VSS catalog.
+
+Both the edge agent and the cloud services import this module and nothing else
+defines what travels over MQTT. It is documented for humans in
+``docs/wire-protocol.md``; a change here is a change to that document.
+
+Topics::
+
+    roadwave/v1/{fleet}/{vin}/telemetry     batches of decoded samples (QoS 1)
+
+Telemetry payload, schema version 1 (UTF-8 JSON, no NaN/Infinity)::
+
+    {"v": 1, "vin": "...", "fleet": "...", "seq": 7,
+     "records": [{"t": 1763700000120000000, "bus": "can0",
+                  "s": {"Vehicle.Speed": 52.31, "Vehicle.ADAS.ABS.IsEngaged": false}}]}
+
+``t`` is the CAN frame's timestamp in integer nanoseconds since the Unix epoch;
+``s`` maps VSS paths from :data:`VSS_CATALOG` to values of the declared type.
+Keys a receiver does not know are ignored, so minor additions stay compatible;
+a different ``v`` is rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+SCHEMA_VERSION: Final = 1
+TOPIC_ROOT: Final = "roadwave"
+TOPIC_VERSION: Final = f"v{SCHEMA_VERSION}"
+TELEMETRY: Final = "telemetry"
+#: What the cloud ingest subscribes to: every fleet's and vehicle's telemetry.
+TELEMETRY_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/{TOPIC_VERSION}/+/+/{TELEMETRY}"
+
+#: Largest telemetry payload accepted, in bytes.
+MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
+#: Most records one telemetry batch may carry.
+MAX_RECORDS: Final = 50_000
+#: Frame timestamps outside [2000-01-01, 2100-01-01) are rejected as absurd.
+MIN_TIMESTAMP_NS: Final = 946_684_800 * 10**9
+MAX_TIMESTAMP_NS: Final = 4_102_444_800 * 10**9
+
+VIN_PATTERN: Final = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
+FLEET_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BUS_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+Value = bool | int | float
+
+
+class ContractError(ValueError):
+    """Something does not follow the wire contract; the message says what."""
+
+
+class TopicError(ContractError):
+    """A topic name that is not part of the contract."""
+
+
+class PayloadError(ContractError):
+    """A payload that cannot be accepted; the message names the offending part."""
+
+
+# --- VSS catalog ----------------------------------------------------------------
+
+INTEGER_RANGES: Final[dict[str, tuple[int, int]]] = {
+    "int8": (-(2**7), 2**7 - 1),
+    "uint8": (0, 2**8 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+}
+FLOAT_TYPES: Final = frozenset({"float", "double"})
+DATATYPES: Final = frozenset({"boolean", *INTEGER_RANGES, *FLOAT_TYPES})
+
+
+@dataclass(frozen=True, slots=True)
+class VssSignal:
+    """One VSS leaf the contract carries: its datatype and VSS unit id.
+
+    ``overlay`` marks leaves roadwave adds on top of the VSS 6.0 standard tree.
+    """
+
+    datatype: str
+    unit: str | None = None
+    overlay: bool = False
+
+
+def _leaf(datatype: str, unit: str | None = None, overlay: bool = False) -> VssSignal:
+    return VssSignal(datatype, unit, overlay)
+
+
+#: Every VSS path a telemetry record may carry, with its datatype and unit.
+VSS_CATALOG: Final[dict[str, VssSignal]] = {
+    "Vehicle.Speed": _leaf("float", "km/h"),
+    "Vehicle.TraveledDistance": _leaf("uint32", "m"),
+    "Vehicle.Acceleration.Longitudinal": _leaf("float", "m/s^2"),
+    "Vehicle.Acceleration.Lateral": _leaf("float", "m/s^2"),
+    "Vehicle.AngularVelocity.Yaw": _leaf("float", "degrees/s"),
+    "Vehicle.Chassis.SteeringWheel.Angle": _leaf("int16", "degrees"),
+    "Vehicle.Chassis.Brake.PedalPosition": _leaf("uint8", "percent"),
+    "Vehicle.Chassis.Brake.Pressure": _leaf("float", "kPa", overlay=True),
+    "Vehicle.Chassis.Accelerator.PedalPosition": _leaf("uint8", "percent"),
+    "Vehicle.ADAS.ABS.IsEngaged": _leaf("boolean"),
+    "Vehicle.ADAS.LeadVehicle.IsDetected": _leaf("boolean", overlay=True),
+    "Vehicle.ADAS.LeadVehicle.Distance": _leaf("float", "m", overlay=True),
+    "Vehicle.ADAS.LeadVehicle.RelativeSpeed": _leaf("float", "m/s", overlay=True),
+    "Vehicle.ADAS.LeadVehicle.Azimuth": _leaf("float", "degrees", overlay=True),
+    "Vehicle.ADAS.LaneCamera.LateralOffset": _leaf("float", "m", overlay=True),
+    "Vehicle.ADAS.LaneCamera.LaneWidth": _leaf("float", "m", overlay=True),
+    "Vehicle.Powertrain.CombustionEngine.Speed": _leaf("uint16", "rpm"),
+    "Vehicle.Powertrain.CombustionEngine.ECT": _leaf("int16", "celsius"),
+    "Vehicle.Powertrain.Transmission.SelectedGear": _leaf("int8"),
+    "Vehicle.Powertrain.Transmission.CurrentGear": _leaf("int8"),
+    "Vehicle.Powertrain.FuelSystem.RelativeLevel": _leaf("uint8", "percent"),
+    "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current": _leaf("float", "percent"),
+    "Vehicle.LowVoltageBattery.CurrentVoltage": _leaf("float", "V"),
+    "Vehicle.Exterior.AirTemperature": _leaf("float", "celsius"),
+    "Vehicle.Body.Lights.Hazard.IsSignaling": _leaf("boolean"),
+    "Vehicle.Body.Lights.DirectionIndicator.Left.IsSignaling": _leaf("boolean"),
+    "Vehicle.Body.Lights.DirectionIndicator.Right.IsSignaling": _leaf("boolean"),
+    "Vehicle.CurrentLocation.Latitude": _leaf("double", "degrees"),
+    "Vehicle.CurrentLocation.Longitude": _leaf("double", "degrees"),
+    "Vehicle.CurrentLocation.Heading": _leaf("double", "degrees"),
+    "Vehicle.CurrentLocation.Altitude": _leaf("double", "m"),
+}
+
+
+def check_value(path: str, value: Any) -> Value:
+    """Return ``value`` if it is a valid value for VSS leaf ``path``, else raise.
+
+    Raises:
+        ContractError: unknown path, wrong type, out of the datatype's range,
+            or a non-finite number.
+    """
+    signal = VSS_CATALOG.get(path)
+    if signal is None:
+        raise ContractError(f"unknown VSS path {path!r}: not in the roadwave VSS catalog")
+    datatype = signal.datatype
+    if datatype == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise ContractError(f"{path} is boolean, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractError(f"{path} is {datatype}, got {value!r}")
+    if datatype in FLOAT_TYPES:
+        if not math.isfinite(value):
+            raise ContractError(f"{path} must be finite, got {value!r}")
+        return value
+    if not isinstance(value, int):
+        raise ContractError(f"{path} is {datatype}, got non-integer {value!r}")
+    low, high = INTEGER_RANGES[datatype]
+    if not low <= value <= high:
+        raise ContractError(f"{path} is {datatype}, {value} is outside [{low}, {high}]")
+    return value
+
+
+# --- topics -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAddress:
+    """The parts of a vehicle topic."""
+
+    fleet: str
+    vin: str
+    kind: str
+
+
+def check_vin(vin: str) -> str:
+    """Return ``vin`` if it is 17 characters of the ISO 3779 alphabet, else raise."""
+    if not isinstance(vin, str) or not VIN_PATTERN.fullmatch(vin):
+        raise ContractError(
+            f"invalid VIN {vin!r}: need 17 characters from 0-9 and A-Z without I, O, Q"
+        )
+    return vin
+
+
+def check_fleet(fleet: str) -> str:
+    """Return ``fleet`` if it is a valid fleet name, else raise."""
+    if not isinstance(fleet, str) or not FLEET_PATTERN.fullmatch(fleet):
+        raise ContractError(f"invalid fleet name {fleet!r}: use 1-64 of A-Z a-z 0-9 _ -")
+    return fleet
+
+
+def telemetry_topic(fleet: str, vin: str) -> str:
+    """Return the topic a vehicle publishes its telemetry batches to."""
+    return f"{TOPIC_ROOT}/{TOPIC_VERSION}/{check_fleet(fleet)}/{check_vin(vin)}/{TELEMETRY}"
+
+
+def parse_topic(topic: str) -> TopicAddress:
+    """Split a vehicle topic into fleet, VIN and kind.
+
+    Raises:
+        TopicError: the topic is not ``roadwave/v1/{fleet}/{vin}/{kind}``.
+    """
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != TOPIC_ROOT or parts[1] != TOPIC_VERSION:
+        raise TopicError(f"topic {topic!r} is not {TOPIC_ROOT}/{TOPIC_VERSION}/FLEET/VIN/KIND")
+    try:
+        return TopicAddress(check_fleet(parts[2]), check_vin(parts[3]), parts[4])
+    except ContractError as exc:
+        raise TopicError(f"topic {topic!r}: {exc}") from exc
+
+
+# --- telemetry payload ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The samples decoded from one CAN frame: frame time, source bus, VSS values."""
+
+    t_ns: int
+    bus: str
+    signals: dict[str, Value]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBatch:
+    """One telemetry message: a vehicle's records, numbered by ``seq`` per agent run."""
+
+    vin: str
+    fleet: str
+    seq: int
+    records: list[Record]
+
+    @property
+    def sample_count(self) -> int:
+        """Number of VSS values in the batch."""
+        return sum(len(record.signals) for record in self.records)
+
+
+def encode_telemetry(batch: TelemetryBatch) -> bytes:
+    """Serialise a batch to its schema-1 JSON payload."""
+    document = {
+        "v": SCHEMA_VERSION,
+        "vin": batch.vin,
+        "fleet": batch.fleet,
+        "seq": batch.seq,
+        "records": [{"t": r.t_ns, "bus": r.bus, "s": r.signals} for r in batch.records],
+    }
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _reject_constant(name: str) -> None:
+    raise PayloadError(f"{name} is not allowed in a telemetry payload")
+
+
+def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in document:
+        raise PayloadError(f"{where}: missing {key!r}")
+    value = document[key]
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise PayloadError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _decode_record(item: Any, index: int) -> Record:
+    where = f"record {index}"
+    if not isinstance(item, dict):
+        raise PayloadError(f"{where} is not an object")
+    t_ns = _field(item, "t", int, where)
+    if not MIN_TIMESTAMP_NS <= t_ns < MAX_TIMESTAMP_NS:
+        raise PayloadError(f"{where}: timestamp {t_ns} ns is outside years 2000-2099")
+    bus = _field(item, "bus", str, where)
+    if not BUS_PATTERN.fullmatch(bus):
+        raise PayloadError(f"{where}: invalid bus name {bus!r}")
+    signals = _field(item, "s", dict, where)
+    if not signals:
+        raise PayloadError(f"{where}: no samples")
+    try:
+        checked = {path: check_value(path, value) for path, value in signals.items()}
+    except ContractError as exc:
+        raise PayloadError(f"{where}: {exc}") from exc
+    return Record(t_ns, bus, checked)
+
+
+def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
+    """Parse and validate a telemetry payload received on ``topic``.
+
+    Raises:
+        PayloadError: the topic or payload breaks the contract; the message says
+            which part and why.
+    """
+    try:
+        address = parse_topic(topic)
+    except TopicError as exc:
+        raise PayloadError(str(exc)) from exc
+    if address.kind != TELEMETRY:
+        raise PayloadError(f"topic {topic!r} is not a telemetry topic")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        document = json.loads(payload, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"payload is not UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError("payload nests too deeply") from exc
+    if not isinstance(document, dict):
+        raise PayloadError("payload is not a JSON object")
+    version = _field(document, "v", int, "payload")
+    if version != SCHEMA_VERSION:
+        raise PayloadError(
+            f"unsupported schema version {version}; this side understands {SCHEMA_VERSION}"
+        )
+    vin = _field(document, "vin", str, "payload")
+    fleet = _field(document, "fleet", str, "payload")
+    if (fleet, vin) != (address.fleet, address.vin):
+        raise PayloadError(
+            f"payload names fleet {fleet!r} VIN {vin!r} but was published on {topic!r}"
+        )
+    seq = _field(document, "seq", int, "payload")
+    if seq < 0:
+        raise PayloadError(f"payload: negative seq {seq}")
+    items = _field(document, "records", list, "payload")
+    if len(items) > MAX_RECORDS:
+        raise PayloadError(f"payload has {len(items)} records, more than {MAX_RECORDS}")
+    records = [_decode_record(item, index) for index, item in enumerate(items)]
+    return TelemetryBatch(vin, fleet, seq, records)

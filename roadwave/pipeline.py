@@ -1,0 +1,246 @@
+"""The whole path as real processes: simulator -> edge agents -> Mosquitto -> ingest -> InfluxDB.
+
+:class:`Pipeline` is what ``roadwave demo`` runs and what the end-to-end tests
+drive. It writes every configuration file a deployment would have into its
+working folder, runs ``roadwave edge`` (one process per vehicle, replaying the
+vehicle's simulated CAN log) and ``roadwave cloud ingest`` as child processes,
+and stops all of them when closed, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Self
+
+from cloud.influx import InfluxClient, InfluxSettings
+from cloud.schema import TELEMETRY_MEASUREMENT
+from roadwave.sim.fleet import CandumpLogSink, FleetSimulator, SimConfig, TruthJsonlSink, run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DBC = REPO_ROOT / "dbc" / "roadwave_car.dbc"
+
+Progress = Callable[[str], None]
+
+
+class PipelineError(RuntimeError):
+    """A stage of the pipeline failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the broker and the database are."""
+
+    mqtt_host: str
+    mqtt_port: int
+    influx_url: str
+    database: str = "roadwave"
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What the simulator produced: one candump log per VIN, and the ground truth."""
+
+    logs: dict[str, Path]
+    truth: Path
+    frames: int
+    simulated_s: float
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)  # a TOML basic string is a JSON string
+
+
+class Pipeline:
+    """Runs the simulated fleet's traffic through the real services (a context manager)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        endpoints: Endpoints,
+        *,
+        fleet: str = "demo",
+        dbc: Path = DEFAULT_DBC,
+        progress: Progress = lambda _: None,
+    ) -> None:
+        self.workdir = workdir
+        self.endpoints = endpoints
+        self.fleet = fleet
+        self.dbc = dbc
+        self.progress = progress
+        self._ingest: subprocess.Popen[str] | None = None
+        self._agents: list[subprocess.Popen[str]] = []
+        self.influx = InfluxClient(InfluxSettings(url=endpoints.influx_url, database=endpoints.database))
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # --- stages -------------------------------------------------------------------
+
+    def simulate(
+        self, vehicles: int, duration_s: float, seed: int, *, warmup_s: float = 0.0,
+        start_time: float | None = None,
+    ) -> SimulationResult:
+        """Simulate the fleet once, writing each vehicle's CAN log and the ground truth."""
+        config = SimConfig(
+            dbc=self.dbc,
+            vehicles=vehicles,
+            duration_s=duration_s,
+            seed=seed,
+            fleet=self.fleet,
+            warmup_s=warmup_s,
+            **({"start_time": start_time} if start_time is not None else {}),
+        )
+        sim = FleetSimulator(config)
+        truth = self.workdir / "ground-truth.jsonl"
+        with CandumpLogSink(self.workdir / "logs", sim.vins) as logs, TruthJsonlSink(truth) as truths:
+            stats = run(sim, [logs, truths])
+        return SimulationResult(logs=dict(logs.paths), truth=truth, frames=stats.frames, simulated_s=duration_s)
+
+    def start_ingest(self, timeout_s: float = 30.0) -> None:
+        """Write ``ingest.toml``, start the ingest and wait until it is subscribed."""
+        config = self.workdir / "ingest.toml"
+        config.write_text(
+            "[mqtt]\n"
+            f"host = {_quote(self.endpoints.mqtt_host)}\n"
+            f"port = {self.endpoints.mqtt_port}\n\n"
+            "[influx]\n"
+            'api = "v1"\n'
+            f"url = {_quote(self.endpoints.influx_url)}\n"
+            f"database = {_quote(self.endpoints.database)}\n\n"
+            "[ingest]\n"
+            'dead_letter_dir = "dead-letters"\n'
+        )
+        self._ingest = self._spawn(["cloud", "ingest", "--config", str(config)], "ingest")
+        line = _read_json_line(self._ingest.stdout, timeout_s)
+        if not line or line.get("event") != "ready":
+            raise PipelineError(f"the ingest did not start; see {self.workdir / 'ingest.err'}")
+
+    def edge_config(self, vin: str, log: Path) -> Path:
+        """Write the edge agent configuration of one vehicle replaying ``log``."""
+        path = self.workdir / f"edge-{vin}.toml"
+        path.write_text(
+            "[vehicle]\n"
+            f"vin = {_quote(vin)}\n"
+            f"fleet = {_quote(self.fleet)}\n\n"
+            "[mqtt]\n"
+            f"host = {_quote(self.endpoints.mqtt_host)}\n"
+            f"port = {self.endpoints.mqtt_port}\n\n"
+            "[batch]\n"
+            "max_records = 1000\n"
+            "max_age_s = 1.0\n\n"
+            "[[bus]]\n"
+            'name = "can0"\n'
+            f"dbc = [{_quote(str(self.dbc))}]\n"
+            f"log = {_quote(str(log))}\n"
+        )
+        return path
+
+    def run_agents(self, logs: dict[str, Path], timeout_s: float = 300.0) -> list[dict[str, Any]]:
+        """Run one edge agent per vehicle to the end of its log; return their reports."""
+        self._agents = [
+            self._spawn(["edge", "--config", str(self.edge_config(vin, log))], f"edge-{vin}")
+            for vin, log in logs.items()
+        ]
+        reports = []
+        deadline = time.monotonic() + timeout_s
+        for vin, agent in zip(logs, self._agents, strict=True):
+            try:
+                out, _ = agent.communicate(timeout=max(deadline - time.monotonic(), 1.0))
+            except subprocess.TimeoutExpired:
+                raise PipelineError(f"edge agent {vin} did not finish in {timeout_s:.0f} s") from None
+            if agent.returncode != 0 or not out.strip():
+                raise PipelineError(
+                    f"edge agent {vin} failed (exit {agent.returncode}); "
+                    f"see {self.workdir / f'edge-{vin}.err'}"
+                )
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        return reports
+
+    def stored_samples(self) -> int:
+        """Number of field values in the telemetry measurement."""
+        rows = self.influx.query(f'SELECT COUNT(*) FROM "{TELEMETRY_MEASUREMENT}"')
+        return sum(v for row in rows for k, v in row.items() if k.startswith("count_") and v)
+
+    def wait_stored(self, expected: int, timeout_s: float = 120.0) -> int:
+        """Wait until InfluxDB holds ``expected`` samples; return what it holds."""
+        deadline = time.monotonic() + timeout_s
+        stored = self.stored_samples()
+        while stored < expected and time.monotonic() < deadline:
+            time.sleep(0.25)
+            stored = self.stored_samples()
+        return stored
+
+    def stop_ingest(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Stop the ingest (SIGTERM) and return its final counters."""
+        if self._ingest is None:
+            raise PipelineError("the ingest is not running")
+        ingest, self._ingest = self._ingest, None
+        ingest.terminate()
+        try:
+            out, _ = ingest.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            ingest.kill()
+            raise PipelineError("the ingest did not stop in time") from None
+        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        stopped = [line for line in lines if line.get("event") == "stopped"]
+        if not stopped:
+            raise PipelineError(f"the ingest ended without its report; see {self.workdir / 'ingest.err'}")
+        return stopped[-1]["stats"]
+
+    # --- processes ----------------------------------------------------------------
+
+    def _spawn(self, args: list[str], name: str) -> subprocess.Popen[str]:
+        stderr = (self.workdir / f"{name}.err").open("w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.Popen(
+            [sys.executable, "-m", "roadwave", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=self.workdir,
+            env=env,
+        )
+
+    def close(self) -> None:
+        """Stop every child process still running."""
+        for process in [*self._agents, *([self._ingest] if self._ingest else [])]:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self._ingest = None
+        self.influx.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _read_json_line(stream: IO[str] | None, timeout_s: float) -> dict[str, Any] | None:
+    """Read the next JSON line of a child's stdout, or None at its end or after ``timeout_s``."""
+    if stream is None:
+        return None
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not selector.select(remaining):
+                break
+            line = stream.readline()
+            if not line:
+                return None
+            if line.startswith("{"):
+                return json.loads(line)
+    return None

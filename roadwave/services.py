@@ -1,0 +1,462 @@
+"""Real Mosquitto and InfluxDB 1.x servers run as child processes.
+
+``roadwave demo`` and the test fixtures use these classes instead of system services.
+Each server gets a generated config file, its data and its log inside a working
+directory you choose, and listens by default on a free loopback port.
+The child runs in its own process group: :meth:`stop` terminates the group (SIGTERM,
+then SIGKILL), and an ``atexit`` hook stops whatever is still running when the
+interpreter exits normally.
+
+Typical use::
+
+    with Mosquitto(tmp / "mqtt") as broker, InfluxDB1(tmp / "influx") as influx:
+        print(broker.port, influx.url, influx.version)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
+
+__all__ = [
+    "ExecutableNotFoundError",
+    "InfluxDB1",
+    "Mosquitto",
+    "PortInUseError",
+    "ServiceError",
+    "free_port",
+]
+
+log = logging.getLogger(__name__)
+
+_FALLBACK_DIRS = (Path("/usr/sbin"), Path("/usr/bin"))
+_PORT_ATTEMPTS = 3
+_POLL_INTERVAL_S = 0.02
+_LOG_TAIL_LINES = 15
+_RPC_HOST = "127.0.0.1"
+# Loopback HTTP must never go through a proxy configured in the environment.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Children still running, by pid, so the atexit hook can stop them.
+_running: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class ServiceError(RuntimeError):
+    """A server could not be found, started, stopped or queried; the message says why."""
+
+
+class ExecutableNotFoundError(ServiceError):
+    """The server's executable is not installed."""
+
+
+class PortInUseError(ServiceError):
+    """The server exited at start-up because one of its ports was already in use."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that is free right now (it may be taken later)."""
+    family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _host_port(host: str, port: int) -> str:
+    """Format ``host:port``, bracketing IPv6 addresses."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _find_executable(name: str, package: str) -> str:
+    """Locate ``name`` on PATH, then in /usr/sbin and /usr/bin (often not on PATH)."""
+    found = shutil.which(name)
+    if found is None and os.sep not in name:
+        found = next(
+            (str(d / name) for d in _FALLBACK_DIRS if shutil.which(name, path=str(d))),
+            None,
+        )
+    if found is None:
+        raise ExecutableNotFoundError(
+            f"{name} not found on PATH, /usr/sbin or /usr/bin: install it with "
+            f"`sudo apt-get install {package}` (Debian/Ubuntu) or run `make setup`"
+        )
+    return found
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the child's process group, SIGKILL it after ``timeout`` s, and reap it."""
+    _running.pop(proc.pid, None)
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d ignored %s for %.1f s", proc.pid, sig.name, timeout)
+    raise ServiceError(f"pid {proc.pid} did not exit even after SIGKILL")
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for proc in list(_running.values()):
+        log.warning("stopping leftover server pid %d at exit", proc.pid)
+        _terminate(proc, timeout=5.0)
+
+
+class _ChildServer(ABC):
+    """Life cycle shared by the servers: write config, launch, wait until ready, stop."""
+
+    name: ClassVar[str]
+    """Short name used in messages and file names."""
+    package: ClassVar[str]
+    """Debian/Ubuntu package that provides the executable."""
+    ready_marker: ClassVar[re.Pattern[str]]
+    """Log line the server prints once its listeners are open."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None,
+        host: str,
+        executable: str,
+        start_timeout: float,
+        stop_timeout: float,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self._host = host
+        self._fixed_port = port
+        self._port = port
+        self._executable = executable
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """Address the server listens on."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """TCP port the server listens on; chosen by :meth:`start` unless given."""
+        if self._port is None:
+            raise ServiceError(f"{self.name} has no port yet: call start() first")
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server, or None."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def config_path(self) -> Path:
+        """Generated configuration file."""
+        return self.workdir / f"{self.name}.conf"
+
+    @property
+    def log_path(self) -> Path:
+        """File receiving the server's log and its stdout/stderr."""
+        return self.workdir / f"{self.name}.log"
+
+    def start(self) -> Self:
+        """Start the server and wait until it serves; no-op if it is running.
+
+        A server restarted with :meth:`start` after :meth:`stop` keeps its port.
+        Automatically chosen ports that turn out to be taken are replaced (a few times).
+        """
+        if self.running:
+            return self
+        executable = _find_executable(self._executable, self.package)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(_PORT_ATTEMPTS):
+            self._assign_ports(fresh=attempt > 0)
+            try:
+                self._launch_and_wait(executable)
+                return self
+            except PortInUseError as exc:
+                error = exc
+                if self._fixed_port is not None:
+                    break
+                log.info("%s: a port was taken meanwhile, retrying on new ports", self.name)
+        raise error
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after the stop timeout); idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        _terminate(proc, self._stop_timeout)
+        log.info("%s (pid %d) stopped, exit code %s", self.name, proc.pid, proc.returncode)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<{type(self).__name__} {_host_port(self._host, self._port or 0)} {state}>"
+
+    def _assign_ports(self, fresh: bool) -> None:
+        """Pick free ports for those not fixed by the caller (new ones if ``fresh``)."""
+        if self._fixed_port is None and (fresh or self._port is None):
+            self._port = free_port(self._host)
+
+    @abstractmethod
+    def _render_config(self) -> str:
+        """Return the complete configuration file text."""
+
+    @abstractmethod
+    def _command(self, executable: str) -> list[str]:
+        """Return the argv that runs the server with :attr:`config_path`."""
+
+    @abstractmethod
+    def _probe(self) -> bool:
+        """Return True once the server answers on its port."""
+
+    def _child_env(self) -> dict[str, str]:
+        """Environment for the child process."""
+        return dict(os.environ)
+
+    def _launch_and_wait(self, executable: str) -> None:
+        self.config_path.write_text(self._render_config(), encoding="utf-8")
+        self.log_path.write_bytes(b"")
+        started = time.monotonic()
+        # Append mode: the server may open the same file for its own log.
+        with self.log_path.open("ab") as log_file:
+            self._proc = subprocess.Popen(
+                self._command(executable),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=self._child_env(),
+                start_new_session=True,
+            )
+        _running[self._proc.pid] = self._proc
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "%s ready on %s in %.2f s (pid %d, log %s)",
+            self.name,
+            _host_port(self._host, self.port),
+            time.monotonic() - started,
+            self._proc.pid,
+            self.log_path,
+        )
+
+    def _wait_until_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self._start_timeout
+        address = _host_port(self._host, self.port)
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                tail = self._log_tail()
+                if "address already in use" in tail.lower():
+                    raise PortInUseError(
+                        f"{self.name} could not listen on {address}: address already in "
+                        f"use; choose another port or stop the process holding it. "
+                        f"Last lines of {self.log_path}:\n{tail}"
+                    )
+                raise ServiceError(
+                    f"{self.name} exited with code {code} while starting on {address}; "
+                    f"last lines of {self.log_path}:\n{tail}"
+                )
+            if self.ready_marker.search(self._read_log()) and self._probe():
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"{self.name} did not become ready on {address} within "
+                    f"{self._start_timeout:g} s; last lines of {self.log_path}:\n"
+                    f"{self._log_tail()}"
+                )
+            time.sleep(_POLL_INTERVAL_S)
+
+    def _read_log(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _log_tail(self) -> str:
+        lines = self._read_log().splitlines()[-_LOG_TAIL_LINES:]
+        return "\n".join(lines) if lines else "(log is empty)"
+
+
+class Mosquitto(_ChildServer):
+    """Eclipse Mosquitto 2.x broker with one plain MQTT listener and persistence."""
+
+    name = "mosquitto"
+    package = "mosquitto"
+    ready_marker = re.compile(r"mosquitto version \S+ running")
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        executable: str = "mosquitto",
+        start_timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        """Describe a broker kept in ``workdir``; ``port=None`` picks a free one at start."""
+        super().__init__(workdir, port, host, executable, start_timeout, stop_timeout)
+
+    def _render_config(self) -> str:
+        # Anonymous plain TCP for now; TLS and ACLs will be added here.
+        lines = [
+            f"listener {self.port} {self._host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.workdir}{os.sep}",
+            "persistence_file mosquitto.db",
+            f"log_dest file {self.log_path}",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        ]
+        if os.geteuid() == 0:
+            # As root, mosquitto would otherwise switch to the `mosquitto` user,
+            # which cannot write to a private working directory.
+            lines.append("user root")
+        return "\n".join(lines) + "\n"
+
+    def _command(self, executable: str) -> list[str]:
+        return [executable, "-c", str(self.config_path)]
+
+    def _probe(self) -> bool:
+        try:
+            with socket.create_connection((self._host, self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+
+class InfluxDB1(_ChildServer):
+    """InfluxDB 1.x (``influxd``) serving its HTTP API only, without telemetry."""
+
+    name = "influxd"
+    package = "influxdb"
+    ready_marker = re.compile(r'msg="?Listening on HTTP')
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        executable: str = "influxd",
+        start_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        """Describe a server kept in ``workdir``; ``port=None`` picks a free one at start."""
+        super().__init__(workdir, port, host, executable, start_timeout, stop_timeout)
+        self._rpc_port: int | None = None
+        self._version: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API, e.g. ``http://127.0.0.1:41234``."""
+        return f"http://{_host_port(self._host, self.port)}"
+
+    @property
+    def version(self) -> str:
+        """Server version from the ``X-Influxdb-Version`` header of ``/ping``."""
+        if self._version is None:
+            raise ServiceError(f"{self.name} version unknown: call start() first")
+        return self._version
+
+    def _assign_ports(self, fresh: bool) -> None:
+        super()._assign_ports(fresh)
+        if fresh or self._rpc_port is None:
+            self._rpc_port = free_port(_RPC_HOST)
+
+    def _render_config(self) -> str:
+        assert self._rpc_port is not None
+
+        def quoted(value: object) -> str:  # JSON strings are valid TOML basic strings
+            return json.dumps(str(value), ensure_ascii=False)
+
+        inputs = ("graphite", "collectd", "opentsdb", "udp")
+        disabled_inputs = "".join(f"[[{section}]]\n  enabled = false\n" for section in inputs)
+        return f"""\
+# Upstream spells the telemetry switch reporting-disabled, Debian reporting-enabled.
+reporting-disabled = true
+reporting-enabled = false
+bind-address = {quoted(_host_port(_RPC_HOST, self._rpc_port))}
+
+[meta]
+  dir = {quoted(self.workdir / "meta")}
+  logging-enabled = false
+
+[data]
+  dir = {quoted(self.workdir / "data")}
+  wal-dir = {quoted(self.workdir / "wal")}
+  query-log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = {quoted(_host_port(self._host, self.port))}
+  log-enabled = false
+  unix-socket-enabled = false
+
+[continuous_queries]
+  log-enabled = false
+
+[logging]
+  format = "logfmt"
+  level = "info"
+  suppress-logo = true
+
+{disabled_inputs}"""
+
+    def _command(self, executable: str) -> list[str]:
+        return [executable, "run", "-config", str(self.config_path)]
+
+    def _child_env(self) -> dict[str, str]:
+        # influxd lets INFLUXDB_* variables override the config file.
+        return {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}
+
+    def _probe(self) -> bool:
+        try:
+            with _http.open(f"{self.url}/ping", timeout=1.0) as response:
+                version = response.headers.get("X-Influxdb-Version")
+                if response.status != 204 or not version:
+                    return False
+        except OSError:
+            return False
+        self._version = version
+        return True

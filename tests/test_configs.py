@@ -1,0 +1,146 @@
+"""Edge and ingest configuration files: valid ones load, invalid ones say what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud.ingest import IngestConfig
+from edge.config import EdgeConfig
+from roadwave.configfile import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+DBC = REPO / "dbc" / "roadwave_car.dbc"
+
+EDGE = f"""
+[vehicle]
+vin = "RWDEM000000000001"
+fleet = "demo"
+
+[mqtt]
+host = "127.0.0.1"
+port = 1884
+
+[batch]
+max_records = 200
+max_age_s = 0.5
+
+[[bus]]
+name = "can0"
+dbc = ["{DBC}"]
+interface = "virtual"
+channel = "vehicle-1"
+options = {{ preserve_timestamps = true }}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_edge_config_loads_with_defaults_filled_in(tmp_path) -> None:
+    config = EdgeConfig.load(write(tmp_path, EDGE))
+    assert config.vin == "RWDEM000000000001"
+    assert config.client_id == "roadwave-edge-RWDEM000000000001"
+    assert config.mqtt.port == 1884 and config.mqtt.keepalive_s == 30
+    assert config.batch.max_records == 200 and config.batch.max_age_s == 0.5
+    (bus,) = config.buses
+    assert bus.dbc == (DBC,) and bus.options == {"preserve_timestamps": True} and bus.log is None
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path) -> None:
+    (tmp_path / "car.dbc").write_text(DBC.read_text())
+    (tmp_path / "drive.log").write_text("")
+    text = EDGE.replace(f'["{DBC}"]', '["car.dbc"]').replace(
+        'interface = "virtual"\nchannel = "vehicle-1"\n', 'log = "drive.log"\n'
+    )
+    config = EdgeConfig.load(write(tmp_path, text))
+    assert config.buses[0].dbc == (tmp_path / "car.dbc",)
+    assert config.buses[0].log == tmp_path / "drive.log"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('vin = "RWDEM000000000001"', 'vin = "RWDEMO0000000001"', r"\[vehicle\] invalid VIN"),
+        ('fleet = "demo"', "", r"\[vehicle\]: fleet is required"),
+        ("port = 1884", 'port = "1884"', "port must be int"),
+        ("port = 1884", "port = 70000", "port must be <= 65535"),
+        ("max_records = 200", "max_records = 0", "max_records must be >= 1"),
+        ("max_age_s = 0.5", "max_age = 0.5", r"unknown key\(s\) max_age"),
+        ('channel = "vehicle-1"', "", "needs both interface and channel"),
+        ('channel = "vehicle-1"', 'channel = "vehicle-1"\nlog = "x.log"', "either interface and channel"),
+        ('name = "can0"', 'name = "can 0"', "bus name 'can 0'"),
+        (f'["{DBC}"]', '["absent.dbc"]', "file not found: .*absent.dbc"),
+        (f'["{DBC}"]', "[]", "non-empty list of paths"),
+        ("[[bus]]", "[bus]", r"\[\[bus\]\] must be|bus must be list"),
+        ("[mqtt]", "[mqtt]\ntls = true", r"\[mqtt\]: unknown key\(s\) tls"),
+    ],
+)
+def test_invalid_edge_configs_name_file_key_and_problem(tmp_path, old: str, new: str, message: str) -> None:
+    assert old in EDGE
+    path = write(tmp_path, EDGE.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message) as info:
+        EdgeConfig.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_edge_config_needs_a_bus(tmp_path) -> None:
+    text = EDGE.split("[[bus]]")[0]
+    with pytest.raises(ConfigError, match=r"no \[\[bus\]\] configured"):
+        EdgeConfig.load(write(tmp_path, text))
+
+
+def test_duplicate_bus_names_are_refused(tmp_path) -> None:
+    bus = EDGE[EDGE.index("[[bus]]"):]
+    with pytest.raises(ConfigError, match="bus names must be unique"):
+        EdgeConfig.load(write(tmp_path, EDGE + bus))
+
+
+def test_unreadable_configs(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        EdgeConfig.load(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        EdgeConfig.load(write(tmp_path, "[vehicle\n"))
+
+
+INGEST = """
+[mqtt]
+port = 1884
+
+[influx]
+api = "v1"
+url = "http://127.0.0.1:8087"
+database = "fleet"
+
+[ingest]
+batch_lines = 2000
+dead_letter_dir = "rejected"
+"""
+
+
+def test_ingest_config_loads(tmp_path) -> None:
+    config = IngestConfig.load(write(tmp_path, INGEST))
+    assert config.mqtt.port == 1884
+    assert (config.influx.url, config.influx.database, config.influx.api) == ("http://127.0.0.1:8087", "fleet", "v1")
+    assert config.ingest.batch_lines == 2000
+    assert config.ingest.dead_letter_dir == tmp_path / "rejected"
+    assert config.client_id == "roadwave-ingest"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('api = "v1"', 'api = "v4"', "api must be one of v1, v2"),
+        ('api = "v1"', 'api = "v2"', "needs a token"),
+        ('url = "http://127.0.0.1:8087"', 'url = "127.0.0.1:8087"', "must start with http"),
+        ("batch_lines = 2000", "batch_lines = 0", "batch_lines must be >= 1"),
+        ("[influx]", "[influx]\nbucket = 'x'", r"unknown key\(s\) bucket"),
+    ],
+)
+def test_invalid_ingest_configs(tmp_path, old: str, new: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        IngestConfig.load(write(tmp_path, INGEST.replace(old, new, 1)))

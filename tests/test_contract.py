@@ -1,0 +1,143 @@
+"""The wire contract: topics, payload encoding and validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from roadwave.contract import (
+    MAX_PAYLOAD_BYTES,
+    MAX_RECORDS,
+    TELEMETRY_SUBSCRIPTION,
+    VSS_CATALOG,
+    PayloadError,
+    Record,
+    TelemetryBatch,
+    TopicError,
+    decode_telemetry,
+    encode_telemetry,
+    parse_topic,
+    telemetry_topic,
+)
+
+VIN = "RWDEM000000000001"
+TOPIC = telemetry_topic("demo", VIN)
+T0 = 1_763_700_000_120_000_000
+
+
+def batch(**signals: object) -> TelemetryBatch:
+    values = signals or {"Vehicle.Speed": 52.31, "Vehicle.ADAS.ABS.IsEngaged": False}
+    return TelemetryBatch(VIN, "demo", 7, [Record(T0, "can0", dict(values))])
+
+
+def payload(document: dict) -> bytes:
+    return json.dumps(document).encode()
+
+
+def good_document() -> dict:
+    return json.loads(encode_telemetry(batch()))
+
+
+def test_topic_layout_round_trips() -> None:
+    assert TOPIC == f"roadwave/v1/demo/{VIN}/telemetry"
+    address = parse_topic(TOPIC)
+    assert (address.fleet, address.vin, address.kind) == ("demo", VIN, "telemetry")
+    assert TELEMETRY_SUBSCRIPTION == "roadwave/v1/+/+/telemetry"
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["roadwave/v2/demo/RWDEM000000000001/telemetry", "roadwave/v1/demo/telemetry",
+     "roadwave/v1/demo/RWDEM00000000000I/telemetry", "roadwave/v1/de mo/RWDEM000000000001/telemetry"],
+)  # fmt: skip
+def test_bad_topics_are_refused(topic: str) -> None:
+    with pytest.raises(TopicError):
+        parse_topic(topic)
+
+
+def test_encode_decode_round_trip_keeps_types_and_values() -> None:
+    original = TelemetryBatch(
+        VIN,
+        "demo",
+        3,
+        [
+            Record(T0, "can0", {"Vehicle.Speed": 12.5, "Vehicle.Powertrain.Transmission.CurrentGear": 3}),
+            Record(T0 + 10_000_000, "chassis", {"Vehicle.Body.Lights.Hazard.IsSignaling": True}),
+        ],
+    )
+    decoded = decode_telemetry(TOPIC, encode_telemetry(original))
+    assert decoded == original
+    assert decoded.sample_count == 3
+    gear = decoded.records[0].signals["Vehicle.Powertrain.Transmission.CurrentGear"]
+    assert type(gear) is int
+
+
+def test_unknown_keys_are_ignored_for_forward_compatibility() -> None:
+    document = good_document()
+    document["future"] = {"x": 1}
+    document["records"][0]["q"] = {}
+    assert decode_telemetry(TOPIC, payload(document)).sample_count == 2
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(v=2), "unsupported schema version 2"),
+        (lambda d: d.pop("vin"), "missing 'vin'"),
+        (lambda d: d.update(vin="RWDEM000000000002"), "was published on"),
+        (lambda d: d.update(seq=-1), "negative seq"),
+        (lambda d: d.update(seq=True), "'seq' has the wrong type"),
+        (lambda d: d.update(records={}), "'records' has the wrong type"),
+        (lambda d: d["records"][0].update(t=12), "outside years 2000-2099"),
+        (lambda d: d["records"][0].update(t=1.5e18), "'t' has the wrong type"),
+        (lambda d: d["records"][0].update(bus="a b"), "invalid bus name"),
+        (lambda d: d["records"][0].update(s={}), "no samples"),
+        (lambda d: d["records"][0]["s"].update({"Vehicle.Nope": 1.0}), "unknown VSS path"),
+        (lambda d: d["records"][0]["s"].update({"Vehicle.Speed": "fast"}), "is float"),
+        (lambda d: d["records"][0]["s"].update({"Vehicle.ADAS.ABS.IsEngaged": 1}), "is boolean"),
+        (lambda d: d["records"][0]["s"].update({"Vehicle.Chassis.Brake.PedalPosition": 300}), "outside [0, 255]"),
+        (lambda d: d["records"][0]["s"].update({"Vehicle.Chassis.Brake.PedalPosition": 3.5}), "non-integer"),
+    ],
+)
+def test_invalid_payloads_name_the_problem(mutate, message: str) -> None:
+    document = good_document()
+    mutate(document)
+    with pytest.raises(PayloadError, match=message.replace("[", r"\[")):
+        decode_telemetry(TOPIC, payload(document))
+
+
+@pytest.mark.parametrize("raw", [b"", b"\xff\xfe", b"[1, 2]", b'{"v": 1', b"null"])
+def test_non_json_or_non_object_payloads_are_refused(raw: bytes) -> None:
+    with pytest.raises(PayloadError):
+        decode_telemetry(TOPIC, raw)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(constant: str) -> None:
+    text = encode_telemetry(batch()).decode().replace("52.31", constant)
+    with pytest.raises(PayloadError, match=constant.lstrip("-")):
+        decode_telemetry(TOPIC, text.encode())
+
+
+def test_too_many_records_are_refused() -> None:
+    document = good_document()
+    document["records"] = [{"t": T0, "bus": "c", "s": {"Vehicle.Speed": 1}}] * (MAX_RECORDS + 1)
+    with pytest.raises(PayloadError, match="more than"):
+        decode_telemetry(TOPIC, payload(document))
+
+
+def test_oversized_payloads_are_refused_before_parsing() -> None:
+    with pytest.raises(PayloadError, match="exceeds"):
+        decode_telemetry(TOPIC, b" " * (MAX_PAYLOAD_BYTES + 1))
+
+
+def test_encoding_refuses_non_finite_values() -> None:
+    with pytest.raises(ValueError):
+        encode_telemetry(batch(**{"Vehicle.Speed": float("nan")}))
+
+
+def test_catalog_uses_known_datatypes() -> None:
+    from roadwave.contract import DATATYPES
+
+    assert all(signal.datatype in DATATYPES for signal in VSS_CATALOG.values())

@@ -1,0 +1,143 @@
+"""The ingest against a real Mosquitto and a real InfluxDB: writes, rejects, isolates."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.influx import InfluxClient, InfluxSettings, format_line
+from cloud.ingest import IngestConfig, IngestService, IngestSettings
+from roadwave.contract import Record, TelemetryBatch, encode_telemetry, telemetry_topic
+from roadwave.mqtt import MqttSettings
+
+pytestmark = pytest.mark.integration
+
+VIN_A = "RWDEM000000000001"
+VIN_B = "RWDEM000000000002"
+T0 = 1_763_700_000_000_000_000
+
+
+@pytest.fixture
+def ingest(mosquitto, influxdb, influx_database, tmp_path) -> Iterator[IngestService]:
+    config = IngestConfig(
+        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"ingest-{influx_database}"),
+        influx=InfluxSettings(url=influxdb.url, database=influx_database),
+        ingest=IngestSettings(flush_interval_s=0.2, dead_letter_dir=tmp_path / "dead"),
+    )
+    service = IngestService(config)
+    stop = threading.Event()
+    worker = threading.Thread(target=service.run, args=(stop,))
+    worker.start()
+    assert service.ready.wait(15), "ingest did not subscribe"
+    yield service
+    stop.set()
+    worker.join(30)
+    assert not worker.is_alive()
+
+
+@pytest.fixture
+def publisher(mosquitto) -> Iterator[paho.Client]:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-publisher")
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    yield client
+    client.loop_stop()
+    client.disconnect()
+
+
+def publish(client: paho.Client, topic: str, payload: bytes) -> None:
+    client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+
+def batch(vin: str, seq: int, start_ns: int, count: int) -> TelemetryBatch:
+    records = [
+        Record(start_ns + i * 100_000_000, "can0", {"Vehicle.Speed": 10.0 + i, "Vehicle.Powertrain.Transmission.CurrentGear": i % 5})
+        for i in range(count)
+    ]
+    return TelemetryBatch(vin, "demo", seq, records)
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_valid_batches_are_written_with_frame_timestamps_and_types(ingest, publisher, influxdb, influx_database) -> None:
+    publish(publisher, telemetry_topic("demo", VIN_A), encode_telemetry(batch(VIN_A, 0, T0, 50)))
+    publish(publisher, telemetry_topic("demo", VIN_B), encode_telemetry(batch(VIN_B, 0, T0, 30)))
+    wait_for(lambda: ingest.stats.samples_written == 160)
+    client = InfluxClient(InfluxSettings(url=influxdb.url, database=influx_database))
+    rows = client.query(f"SELECT * FROM telemetry WHERE vin = '{VIN_A}' ORDER BY time")
+    assert [row["time"] for row in rows] == [T0 + i * 100_000_000 for i in range(50)]
+    assert [row["Vehicle.Speed"] for row in rows] == [10.0 + i for i in range(50)]
+    assert all(row["fleet"] == "demo" and row["bus"] == "can0" for row in rows)
+    fields = client.query("SHOW FIELD KEYS FROM telemetry")
+    assert {row["fieldKey"]: row["fieldType"] for row in fields} == {
+        "Vehicle.Speed": "float",
+        "Vehicle.Powertrain.Transmission.CurrentGear": "integer",
+    }
+    assert ingest.stats.points_written == 80 and ingest.stats.messages_rejected == 0
+
+
+def test_malformed_payloads_are_dead_lettered_and_counted_without_disturbing_others(
+    ingest, publisher, influxdb, influx_database
+) -> None:
+    topic = telemetry_topic("demo", VIN_A)
+    bad = {
+        b"not json at all": "not UTF-8 JSON",
+        encode_telemetry(batch(VIN_B, 0, T0, 2)): "was published on",
+        encode_telemetry(batch(VIN_A, 1, T0, 2)).replace(b"10.0", b"NaN"): "NaN is not allowed",
+        json.dumps({"v": 9}).encode(): "unsupported schema version 9",
+    }
+    publish(publisher, topic, encode_telemetry(batch(VIN_A, 0, T0, 10)))
+    for payload in bad:
+        publish(publisher, topic, payload)
+    publish(publisher, "roadwave/v1/demo/not-a-vin/telemetry", b"{}")
+    publish(publisher, topic, encode_telemetry(batch(VIN_A, 2, T0 + 10**9, 10)))
+    wait_for(lambda: ingest.stats.samples_written == 40 and ingest.stats.messages_rejected == 5)
+    letters = list(ingest.dead_letters)
+    assert len(letters) == 5
+    for payload, reason in bad.items():
+        (letter,) = [letter for letter in letters if letter.payload == payload]
+        assert reason in letter.reason and letter.topic == topic
+    assert "not a VIN" in letters[-1].reason or "invalid VIN" in letters[-1].reason
+    client = InfluxClient(InfluxSettings(url=influxdb.url, database=influx_database))
+    assert client.query("SELECT COUNT(\"Vehicle.Speed\") FROM telemetry")[0]["count"] == 20
+
+
+def test_data_influxdb_refuses_is_isolated_to_its_message(ingest, publisher, influxdb, influx_database) -> None:
+    client = InfluxClient(InfluxSettings(url=influxdb.url, database=influx_database))
+    # Field types are per measurement: once CurrentGear exists as a float, integer gears conflict.
+    gear = "Vehicle.Powertrain.Transmission.CurrentGear"
+    client.write_lines([format_line("telemetry", {"vin": VIN_B, "fleet": "demo", "bus": "can0"}, {gear: 1.0}, T0 - 10**9)])
+    conflicting = encode_telemetry(batch(VIN_B, 0, T0, 5))
+    speed_only = TelemetryBatch(VIN_A, "demo", 0, [Record(T0 + i, "can0", {"Vehicle.Speed": 1.5}) for i in range(5)])
+    publish(publisher, telemetry_topic("demo", VIN_B), conflicting)
+    publish(publisher, telemetry_topic("demo", VIN_A), encode_telemetry(speed_only))
+    wait_for(lambda: ingest.stats.messages_rejected == 1 and ingest.stats.messages_written == 1)
+    (letter,) = list(ingest.dead_letters)
+    assert letter.payload == conflicting and "InfluxDB refused" in letter.reason
+    assert "field type conflict" in letter.reason
+    assert client.query(f"SELECT COUNT(\"Vehicle.Speed\") FROM telemetry WHERE vin = '{VIN_A}'")[0]["count"] == 5
+
+
+def test_ingest_reports_an_unreachable_broker(influxdb, influx_database, tmp_path: Path) -> None:
+    from roadwave.mqtt import MqttConnectError
+    from roadwave.services import free_port
+
+    config = IngestConfig(
+        mqtt=MqttSettings(port=free_port()),
+        influx=InfluxSettings(url=influxdb.url, database=influx_database),
+        ingest=IngestSettings(dead_letter_dir=tmp_path),
+    )
+    with pytest.raises(MqttConnectError, match="cannot reach the MQTT broker"):
+        IngestService(config).run(threading.Event())
