@@ -51,14 +51,10 @@ def format_field(value: Scalar) -> str:
     return f'"{value.translate(_STRING_ESCAPES)}"'
 
 
-def format_line(
-    measurement: str, tags: Mapping[str, str], fields: Mapping[str, Scalar], t_ns: int
-) -> str:
+def format_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Scalar], t_ns: int) -> str:
     """One point in line protocol with a nanosecond timestamp; tags sorted by key."""
     tag_text = "".join(
-        f",{k.translate(_KEY_ESCAPES)}={v.translate(_KEY_ESCAPES)}"
-        for k, v in sorted(tags.items())
-        if v
+        f",{k.translate(_KEY_ESCAPES)}={v.translate(_KEY_ESCAPES)}" for k, v in sorted(tags.items()) if v
     )
     field_text = ",".join(f"{k.translate(_KEY_ESCAPES)}={format_field(v)}" for k, v in fields.items())
     return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_text} {field_text} {t_ns}"
@@ -119,9 +115,7 @@ class InfluxClient:
         try:
             response = self._http.request("POST", url, body=body, headers=self._headers)
         except urllib3.exceptions.HTTPError as exc:
-            raise InfluxError(
-                f"InfluxDB at {self.settings.url} unreachable: {exc}", retryable=True
-            ) from exc
+            raise InfluxError(f"InfluxDB at {self.settings.url} unreachable: {exc}", retryable=True) from exc
         if response.status >= 300:
             text = response.data.decode(errors="replace").strip()[:500]
             raise InfluxError(
@@ -138,19 +132,22 @@ class InfluxClient:
         if self._v2_write is None:
             self._request("/write", {"db": self.settings.database, "precision": "ns"}, body.encode())
             return
+        from influxdb_client import WritePrecision
         from influxdb_client.rest import ApiException
 
         try:
-            self._v2_write.write(bucket=self.settings.database, record=body, write_precision="ns")
+            self._v2_write.write(
+                bucket=self.settings.database,
+                record=body,
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # typed as str upstream
+            )
         except ApiException as exc:
             raise InfluxError(
                 f"InfluxDB v2 write answered {exc.status}: {exc.body}",
                 retryable=exc.status is None or exc.status >= 500,
             ) from exc
         except (OSError, urllib3.exceptions.HTTPError) as exc:
-            raise InfluxError(
-                f"InfluxDB at {self.settings.url} unreachable: {exc}", retryable=True
-            ) from exc
+            raise InfluxError(f"InfluxDB at {self.settings.url} unreachable: {exc}", retryable=True) from exc
 
     def query(self, influxql: str) -> list[dict[str, Any]]:
         """Run InfluxQL; return the rows as dicts (time in ns since the epoch).
@@ -169,7 +166,9 @@ class InfluxClient:
             for series in result.get("series", []):
                 tags = series.get("tags") or {}
                 columns = series["columns"]
-                rows.extend({**tags, **dict(zip(columns, values))} for values in series.get("values", []))
+                rows.extend(
+                    {**tags, **dict(zip(columns, values, strict=True))} for values in series.get("values", [])
+                )
         return rows
 
     def create_database(self) -> None:

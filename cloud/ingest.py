@@ -84,7 +84,7 @@ class IngestConfig:
         if not influx.url.startswith(("http://", "https://")):
             raise ConfigError(f"{path}: [influx] url must start with http:// or https://")
         if influx.api == "v2" and not influx.token:
-            raise ConfigError(f"{path}: [influx] api = \"v2\" needs a token")
+            raise ConfigError(f'{path}: [influx] api = "v2" needs a token')
         ingest_table = table.table("ingest")
         base = IngestSettings()
         ingest = IngestSettings(
@@ -136,12 +136,13 @@ class IngestService:
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.messages_received += 1
+        payload = bytes(message.payload)
         try:
-            batch = decode_telemetry(message.topic, message.payload)
+            batch = decode_telemetry(message.topic, payload)
         except PayloadError as exc:
-            self._reject(message.topic, message.payload, str(exc))
+            self._reject(message.topic, payload, str(exc))
             return
-        accepted = _Accepted(message.topic, message.payload, telemetry_lines(batch), batch.sample_count)
+        accepted = _Accepted(message.topic, payload, telemetry_lines(batch), batch.sample_count)
         self._queue.put(accepted)
 
     def _reject(self, topic: str, payload: bytes, reason: str) -> None:
@@ -194,7 +195,9 @@ class IngestService:
                     deadline = deadline or time.monotonic() + SHUTDOWN_RETRY_S
                     if time.monotonic() > deadline:
                         self.stats.messages_unwritten += len(items)
-                        LOGGER.error("InfluxDB unavailable at shutdown: %d message(s) not written", len(items))
+                        LOGGER.error(
+                            "InfluxDB unavailable at shutdown: %d message(s) not written", len(items)
+                        )
                         return
                 self.stats.write_retries += 1
                 LOGGER.warning("InfluxDB write failed (%s); retrying in %.1f s", exc, delay)

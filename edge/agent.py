@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import can
 
 from edge.batcher import Batcher
-from edge.config import BusSettings, EdgeConfig
+from edge.config import EdgeConfig
 from edge.decoder import FrameDecoder
 from edge.uplink import TelemetryUplink
 from roadwave import mqtt
@@ -63,18 +64,18 @@ class AgentReport:
         }
 
 
-def _replay(path_settings: BusSettings, listener: BusListener, stop: threading.Event) -> None:
+def _replay(log: Path, realtime: bool, listener: BusListener, stop: threading.Event) -> None:
     """Feed a recorded log through a listener, at recorded pace when asked."""
-    frames: Iterable[can.Message] = can.LogReader(path_settings.log)
-    if path_settings.realtime:
-        frames = can.MessageSync(frames, timestamps=True)
     try:
+        frames: Iterable[can.Message] = can.LogReader(log)
+        if realtime:
+            frames = can.MessageSync(frames, timestamps=True)
         for frame in frames:
             if stop.is_set():
                 break
             listener.on_message_received(frame)
     except (OSError, ValueError) as exc:
-        LOGGER.error("bus %s: replay of %s stopped: %s", path_settings.name, path_settings.log, exc)
+        LOGGER.error("bus %s: replay of %s stopped: %s", listener.decoder.bus, log, exc)
 
 
 class EdgeAgent:
@@ -83,8 +84,7 @@ class EdgeAgent:
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
         self.decoders = {
-            bus.name: FrameDecoder.from_files(bus.name, list(bus.dbc), bus.mapping)
-            for bus in config.buses
+            bus.name: FrameDecoder.from_files(bus.name, list(bus.dbc), bus.mapping) for bus in config.buses
         }
 
     def run(self, stop: threading.Event, drain_timeout_s: float = 30.0) -> AgentReport:
@@ -106,7 +106,9 @@ class EdgeAgent:
                 listener = BusListener(self.decoders[bus.name], batcher)
                 if bus.log is not None:
                     thread = threading.Thread(
-                        target=_replay, args=(bus, listener, stop), name=f"replay-{bus.name}"
+                        target=_replay,
+                        args=(bus.log, bus.realtime, listener, stop),
+                        name=f"replay-{bus.name}",
                     )
                     thread.start()
                     replays.append(thread)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import can
 import cantools.database
@@ -97,9 +98,7 @@ class FrameDecoder:
         for mapping in mappings:
             gates.setdefault(mapping.message, []).append(_SampleGate(mapping))
         self._routes: dict[tuple[int, bool], tuple[cantools.database.can.Message, list[_SampleGate]]]
-        self._routes = {
-            (m.frame_id, m.is_extended_frame): (m, gates.get(m.name, [])) for m in db.messages
-        }
+        self._routes = {(m.frame_id, m.is_extended_frame): (m, gates.get(m.name, [])) for m in db.messages}
 
     @classmethod
     def from_files(cls, bus: str, dbc_paths: list[Path], mapping_path: Path | None) -> FrameDecoder:
@@ -123,7 +122,7 @@ class FrameDecoder:
             return None
         message, gates = route
         try:
-            values = message.decode(frame.data, decode_choices=False)
+            values = cast(Mapping[str, float], message.decode(frame.data, decode_choices=False))  # type: ignore[arg-type]
         except Exception as exc:  # cantools raises DecodeError, bitstruct errors, ...
             stats.frames_malformed += 1
             LOGGER.debug("bus %s: %s (0x%X) malformed: %s", self.bus, message.name, frame.arbitration_id, exc)

@@ -76,9 +76,7 @@ def _algorithm(name: str) -> Callable[[bytes], int]:
 def frame_checksum(algorithm: str, payload: bytes, checksum_byte: int) -> int:
     """Checksum of ``payload`` with ``algorithm`` over every byte except ``checksum_byte``."""
     if not 0 <= checksum_byte < len(payload):
-        raise ValueError(
-            f"checksum byte {checksum_byte} is outside the {len(payload)}-byte payload"
-        )
+        raise ValueError(f"checksum byte {checksum_byte} is outside the {len(payload)}-byte payload")
     return _algorithm(algorithm)(payload[:checksum_byte] + payload[checksum_byte + 1 :])
 
 

@@ -78,7 +78,7 @@ def compile_math(expression: str, where: str) -> Callable[[float], float]:
     try:
         tree = ast.parse(expression, mode="eval")
     except SyntaxError as exc:
-        raise MappingError(f"{where}: transform {expression!r} is not an expression: {exc.msg}")
+        raise MappingError(f"{where}: transform {expression!r} is not an expression: {exc.msg}") from exc
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED_NODES):
             raise MappingError(f"{where}: transform {expression!r} uses {type(node).__name__}")
@@ -110,9 +110,7 @@ def _coercer(datatype: str, path: str) -> Callable[[Any], Value]:
     return to_integer
 
 
-def _label_table(
-    entries: Any, signal: cantools.database.can.Signal, where: str
-) -> Callable[[float], Any]:
+def _label_table(entries: Any, signal: cantools.database.can.Signal, where: str) -> Callable[[float], Any]:
     if not isinstance(entries, list) or not entries:
         raise MappingError(f"{where}: transform mapping must be a non-empty list of {{from, to}}")
     raw_by_label = {str(label): raw for raw, label in (signal.choices or {}).items()}
@@ -183,9 +181,7 @@ def _find_signal(
     return candidates[0]
 
 
-def _parse_entry(
-    path: str, entry: Any, db: cantools.database.can.Database, where: str
-) -> SignalMapping:
+def _parse_entry(path: str, entry: Any, db: cantools.database.can.Database, where: str) -> SignalMapping:
     where = f"{where}: {path}"
     if not isinstance(entry, dict):
         raise MappingError(f"{where}: entry must be a mapping")

@@ -172,9 +172,7 @@ class TopicAddress:
 def check_vin(vin: str) -> str:
     """Return ``vin`` if it is 17 characters of the ISO 3779 alphabet, else raise."""
     if not isinstance(vin, str) or not VIN_PATTERN.fullmatch(vin):
-        raise ContractError(
-            f"invalid VIN {vin!r}: need 17 characters from 0-9 and A-Z without I, O, Q"
-        )
+        raise ContractError(f"invalid VIN {vin!r}: need 17 characters from 0-9 and A-Z without I, O, Q")
     return vin
 
 
@@ -302,15 +300,11 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
         raise PayloadError("payload is not a JSON object")
     version = _field(document, "v", int, "payload")
     if version != SCHEMA_VERSION:
-        raise PayloadError(
-            f"unsupported schema version {version}; this side understands {SCHEMA_VERSION}"
-        )
+        raise PayloadError(f"unsupported schema version {version}; this side understands {SCHEMA_VERSION}")
     vin = _field(document, "vin", str, "payload")
     fleet = _field(document, "fleet", str, "payload")
     if (fleet, vin) != (address.fleet, address.vin):
-        raise PayloadError(
-            f"payload names fleet {fleet!r} VIN {vin!r} but was published on {topic!r}"
-        )
+        raise PayloadError(f"payload names fleet {fleet!r} VIN {vin!r} but was published on {topic!r}")
     seq = _field(document, "seq", int, "payload")
     if seq < 0:
         raise PayloadError(f"payload: negative seq {seq}")

@@ -67,7 +67,9 @@ def connect(
     ready = threading.Event()
     failures: list[str] = []
 
-    def handle_connect(client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
+    def handle_connect(
+        client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
         if reason.is_failure:
             failures.append(f"connection refused: {reason}")
             return
@@ -77,7 +79,9 @@ def connect(
         else:
             ready.set()
 
-    def handle_subscribe(_client: Any, _userdata: Any, _mid: int, reasons: list[ReasonCode], _props: Any) -> None:
+    def handle_subscribe(
+        _client: Any, _userdata: Any, _mid: int, reasons: list[ReasonCode], _props: Any
+    ) -> None:
         refused = [str(reason) for reason in reasons if reason.is_failure]
         if refused:
             failures.append(f"subscription refused: {', '.join(refused)}")

@@ -9,6 +9,7 @@ and stops all of them when closed, also on Ctrl-C.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import selectors
@@ -83,7 +84,12 @@ class Pipeline:
     # --- stages -------------------------------------------------------------------
 
     def simulate(
-        self, vehicles: int, duration_s: float, seed: int, *, warmup_s: float = 0.0,
+        self,
+        vehicles: int,
+        duration_s: float,
+        seed: int,
+        *,
+        warmup_s: float = 0.0,
         start_time: float | None = None,
     ) -> SimulationResult:
         """Simulate the fleet once, writing each vehicle's CAN log and the ground truth."""
@@ -94,13 +100,16 @@ class Pipeline:
             seed=seed,
             fleet=self.fleet,
             warmup_s=warmup_s,
-            **({"start_time": start_time} if start_time is not None else {}),
         )
+        if start_time is not None:
+            config = dataclasses.replace(config, start_time=start_time)
         sim = FleetSimulator(config)
         truth = self.workdir / "ground-truth.jsonl"
         with CandumpLogSink(self.workdir / "logs", sim.vins) as logs, TruthJsonlSink(truth) as truths:
             stats = run(sim, [logs, truths])
-        return SimulationResult(logs=dict(logs.paths), truth=truth, frames=stats.frames, simulated_s=duration_s)
+        return SimulationResult(
+            logs=dict(logs.paths), truth=truth, frames=stats.frames, simulated_s=duration_s
+        )
 
     def start_ingest(self, timeout_s: float = 30.0) -> None:
         """Write ``ingest.toml``, start the ingest and wait until it is subscribed."""

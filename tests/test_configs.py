@@ -95,7 +95,7 @@ def test_edge_config_needs_a_bus(tmp_path) -> None:
 
 
 def test_duplicate_bus_names_are_refused(tmp_path) -> None:
-    bus = EDGE[EDGE.index("[[bus]]"):]
+    bus = EDGE[EDGE.index("[[bus]]") :]
     with pytest.raises(ConfigError, match="bus names must be unique"):
         EdgeConfig.load(write(tmp_path, EDGE + bus))
 
@@ -125,7 +125,11 @@ dead_letter_dir = "rejected"
 def test_ingest_config_loads(tmp_path) -> None:
     config = IngestConfig.load(write(tmp_path, INGEST))
     assert config.mqtt.port == 1884
-    assert (config.influx.url, config.influx.database, config.influx.api) == ("http://127.0.0.1:8087", "fleet", "v1")
+    assert (config.influx.url, config.influx.database, config.influx.api) == (
+        "http://127.0.0.1:8087",
+        "fleet",
+        "v1",
+    )
     assert config.ingest.batch_lines == 2000
     assert config.ingest.dead_letter_dir == tmp_path / "rejected"
     assert config.client_id == "roadwave-ingest"

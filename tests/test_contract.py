@@ -40,7 +40,7 @@ def good_document() -> dict:
 
 
 def test_topic_layout_round_trips() -> None:
-    assert TOPIC == f"roadwave/v1/demo/{VIN}/telemetry"
+    assert f"roadwave/v1/demo/{VIN}/telemetry" == TOPIC
     address = parse_topic(TOPIC)
     assert (address.fleet, address.vin, address.kind) == ("demo", VIN, "telemetry")
     assert TELEMETRY_SUBSCRIPTION == "roadwave/v1/+/+/telemetry"
@@ -96,7 +96,10 @@ def test_unknown_keys_are_ignored_for_forward_compatibility() -> None:
         (lambda d: d["records"][0]["s"].update({"Vehicle.Nope": 1.0}), "unknown VSS path"),
         (lambda d: d["records"][0]["s"].update({"Vehicle.Speed": "fast"}), "is float"),
         (lambda d: d["records"][0]["s"].update({"Vehicle.ADAS.ABS.IsEngaged": 1}), "is boolean"),
-        (lambda d: d["records"][0]["s"].update({"Vehicle.Chassis.Brake.PedalPosition": 300}), "outside [0, 255]"),
+        (
+            lambda d: d["records"][0]["s"].update({"Vehicle.Chassis.Brake.PedalPosition": 300}),
+            "outside [0, 255]",
+        ),
         (lambda d: d["records"][0]["s"].update({"Vehicle.Chassis.Brake.PedalPosition": 3.5}), "non-integer"),
     ],
 )

@@ -37,7 +37,14 @@ def frame(db, name: str, values: dict, t: float = T0) -> can.Message:
 
 
 def test_standard_frame_becomes_a_record_with_frame_time(db, decoder) -> None:
-    record = decoder.decode(frame(db, "ESP_Speed", {"VehicleSpeed": 87.65, "ESP_Speed_Counter": 1, "ESP_Speed_Checksum": 0}, T0 + 0.123456))
+    record = decoder.decode(
+        frame(
+            db,
+            "ESP_Speed",
+            {"VehicleSpeed": 87.65, "ESP_Speed_Counter": 1, "ESP_Speed_Checksum": 0},
+            T0 + 0.123456,
+        )
+    )
     assert record is not None
     assert record.t_ns == 1_763_700_000_123_456_000
     assert record.bus == "can0"
@@ -64,8 +71,12 @@ def test_can_fd_frame_decodes(db, decoder) -> None:
 
 
 def test_multiplexed_pages_each_give_their_own_signals(db, decoder) -> None:
-    page0 = decoder.decode(frame(db, "PWR_Energy", {"PWR_Mux": 0, "BatteryVoltage": 14.123, "CoolantTemp": 88}))
-    page1 = decoder.decode(frame(db, "PWR_Energy", {"PWR_Mux": 1, "FuelLevel": 64, "AmbientTemp": 21.5}, T0 + 0.1))
+    page0 = decoder.decode(
+        frame(db, "PWR_Energy", {"PWR_Mux": 0, "BatteryVoltage": 14.123, "CoolantTemp": 88})
+    )
+    page1 = decoder.decode(
+        frame(db, "PWR_Energy", {"PWR_Mux": 1, "FuelLevel": 64, "AmbientTemp": 21.5}, T0 + 0.1)
+    )
     assert page0.signals == {
         "Vehicle.LowVoltageBattery.CurrentVoltage": pytest.approx(14.123),
         "Vehicle.Powertrain.CombustionEngine.ECT": 88,
@@ -83,7 +94,9 @@ def test_big_endian_signed_gnss_position(db, decoder) -> None:
 
 
 def test_unknown_malformed_and_error_frames_are_counted_not_published(db, decoder) -> None:
-    good = frame(db, "ENG_Status", {"EngineSpeed": 900, "AcceleratorPedal": 0, "GearSelected": 3, "GearCurrent": 1})
+    good = frame(
+        db, "ENG_Status", {"EngineSpeed": 900, "AcceleratorPedal": 0, "GearSelected": 3, "GearCurrent": 1}
+    )
     unknown = can.Message(arbitration_id=0x7FF, is_extended_id=False, data=bytes(8), timestamp=T0)
     unknown_ext = can.Message(arbitration_id=0x0A0, is_extended_id=True, data=bytes(8), timestamp=T0)
     short = can.Message(arbitration_id=good.arbitration_id, is_extended_id=False, data=bytes(3), timestamp=T0)
@@ -99,7 +112,14 @@ def test_unknown_malformed_and_error_frames_are_counted_not_published(db, decode
 
 def test_interval_throttles_by_frame_time(db, decoder) -> None:
     records = [
-        decoder.decode(frame(db, "ESP_Speed", {"VehicleSpeed": 50 + i, "ESP_Speed_Counter": i % 16, "ESP_Speed_Checksum": 0}, T0 + i * 0.01))
+        decoder.decode(
+            frame(
+                db,
+                "ESP_Speed",
+                {"VehicleSpeed": 50 + i, "ESP_Speed_Counter": i % 16, "ESP_Speed_Checksum": 0},
+                T0 + i * 0.01,
+            )
+        )
         for i in range(100)
     ]
     published = [r for r in records if r is not None]
@@ -113,15 +133,18 @@ def test_on_change_publishes_first_value_and_changes_only(db, decoder) -> None:
     values = [
         r.signals.get("Vehicle.Body.Lights.Hazard.IsSignaling")
         for i, h in enumerate(hazards)
-        if (r := decoder.decode(frame(db, "BDY_Status", {"Odometer": 100.0, "HazardLights": h}, T0 + i * 0.1)))
+        if (
+            r := decoder.decode(frame(db, "BDY_Status", {"Odometer": 100.0, "HazardLights": h}, T0 + i * 0.1))
+        )
     ]
     assert [v for v in values if v is not None] == [False, True, False]
 
 
 def test_stats_reconcile(db, decoder) -> None:
     for i in range(30):
-        decoder.decode(frame(db, "BRK_Status", {"ABSActive": i % 7 == 0, "BrakePedalPosition": i, "BrakePressure": i / 3,
-                                                "BRK_Status_Counter": i % 16, "BRK_Status_Checksum": 0}, T0 + i * 0.02))  # fmt: skip
+        values = {"ABSActive": i % 7 == 0, "BrakePedalPosition": i, "BrakePressure": i / 3}
+        counters = {"BRK_Status_Counter": i % 16, "BRK_Status_Checksum": 0}
+        decoder.decode(frame(db, "BRK_Status", values | counters, T0 + i * 0.02))
     decoder.decode(can.Message(arbitration_id=0x123, data=b"", timestamp=T0))
     s = decoder.stats
     assert s.frames_received == s.frames_decoded + s.frames_unknown + s.frames_malformed + s.frames_ignored

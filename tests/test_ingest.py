@@ -58,7 +58,11 @@ def publish(client: paho.Client, topic: str, payload: bytes) -> None:
 
 def batch(vin: str, seq: int, start_ns: int, count: int) -> TelemetryBatch:
     records = [
-        Record(start_ns + i * 100_000_000, "can0", {"Vehicle.Speed": 10.0 + i, "Vehicle.Powertrain.Transmission.CurrentGear": i % 5})
+        Record(
+            start_ns + i * 100_000_000,
+            "can0",
+            {"Vehicle.Speed": 10.0 + i, "Vehicle.Powertrain.Transmission.CurrentGear": i % 5},
+        )
         for i in range(count)
     ]
     return TelemetryBatch(vin, "demo", seq, records)
@@ -71,7 +75,9 @@ def wait_for(condition, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_valid_batches_are_written_with_frame_timestamps_and_types(ingest, publisher, influxdb, influx_database) -> None:
+def test_valid_batches_are_written_with_frame_timestamps_and_types(
+    ingest, publisher, influxdb, influx_database
+) -> None:
     publish(publisher, telemetry_topic("demo", VIN_A), encode_telemetry(batch(VIN_A, 0, T0, 50)))
     publish(publisher, telemetry_topic("demo", VIN_B), encode_telemetry(batch(VIN_B, 0, T0, 30)))
     wait_for(lambda: ingest.stats.samples_written == 160)
@@ -111,23 +117,31 @@ def test_malformed_payloads_are_dead_lettered_and_counted_without_disturbing_oth
         assert reason in letter.reason and letter.topic == topic
     assert "not a VIN" in letters[-1].reason or "invalid VIN" in letters[-1].reason
     client = InfluxClient(InfluxSettings(url=influxdb.url, database=influx_database))
-    assert client.query("SELECT COUNT(\"Vehicle.Speed\") FROM telemetry")[0]["count"] == 20
+    assert client.query('SELECT COUNT("Vehicle.Speed") FROM telemetry')[0]["count"] == 20
 
 
-def test_data_influxdb_refuses_is_isolated_to_its_message(ingest, publisher, influxdb, influx_database) -> None:
+def test_data_influxdb_refuses_is_isolated_to_its_message(
+    ingest, publisher, influxdb, influx_database
+) -> None:
     client = InfluxClient(InfluxSettings(url=influxdb.url, database=influx_database))
     # Field types are per measurement: once CurrentGear exists as a float, integer gears conflict.
     gear = "Vehicle.Powertrain.Transmission.CurrentGear"
-    client.write_lines([format_line("telemetry", {"vin": VIN_B, "fleet": "demo", "bus": "can0"}, {gear: 1.0}, T0 - 10**9)])
+    client.write_lines(
+        [format_line("telemetry", {"vin": VIN_B, "fleet": "demo", "bus": "can0"}, {gear: 1.0}, T0 - 10**9)]
+    )
     conflicting = encode_telemetry(batch(VIN_B, 0, T0, 5))
-    speed_only = TelemetryBatch(VIN_A, "demo", 0, [Record(T0 + i, "can0", {"Vehicle.Speed": 1.5}) for i in range(5)])
+    speed_only = TelemetryBatch(
+        VIN_A, "demo", 0, [Record(T0 + i, "can0", {"Vehicle.Speed": 1.5}) for i in range(5)]
+    )
     publish(publisher, telemetry_topic("demo", VIN_B), conflicting)
     publish(publisher, telemetry_topic("demo", VIN_A), encode_telemetry(speed_only))
     wait_for(lambda: ingest.stats.messages_rejected == 1 and ingest.stats.messages_written == 1)
     (letter,) = list(ingest.dead_letters)
     assert letter.payload == conflicting and "InfluxDB refused" in letter.reason
     assert "field type conflict" in letter.reason
-    assert client.query(f"SELECT COUNT(\"Vehicle.Speed\") FROM telemetry WHERE vin = '{VIN_A}'")[0]["count"] == 5
+    assert (
+        client.query(f"SELECT COUNT(\"Vehicle.Speed\") FROM telemetry WHERE vin = '{VIN_A}'")[0]["count"] == 5
+    )
 
 
 def test_ingest_reports_an_unreachable_broker(influxdb, influx_database, tmp_path: Path) -> None:

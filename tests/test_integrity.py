@@ -127,9 +127,7 @@ def _database(
     roles = ['BA_ "RwIntegrityRole" SG_ 256 Msg_Checksum 2;']
     if counter:
         roles.append('BA_ "RwIntegrityRole" SG_ 256 Msg_Counter 1;')
-    text = _DBC_TEMPLATE.format(
-        algorithm=algorithm, checksum_start=checksum_start, roles="\n".join(roles)
-    )
+    text = _DBC_TEMPLATE.format(algorithm=algorithm, checksum_start=checksum_start, roles="\n".join(roles))
     database = cantools.database.load_string(text, "dbc")
     assert isinstance(database, cantools.database.can.Database)
     return database
@@ -143,9 +141,7 @@ def test_integrity_specs_other_algorithm_and_byte() -> None:
 
 
 def test_integrity_specs_errors() -> None:
-    with pytest.raises(
-        ValueError, match=r"Msg uses sum8 and needs exactly one signal with .* 'counter'"
-    ):
+    with pytest.raises(ValueError, match=r"Msg uses sum8 and needs exactly one signal with .* 'counter'"):
         integrity_specs(_database(counter=False))
     with pytest.raises(ValueError, match=r"Msg\.Msg_Checksum must be 8 bits on a byte boundary"):
         integrity_specs(_database(checksum_start=52))

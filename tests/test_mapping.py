@@ -96,14 +96,17 @@ SPEED = "Vehicle.Speed:\n  datatype: float\n  unit: km/h\n  dbc2vss:\n    signal
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("Vehicle.Nope:\n  datatype: float\n  dbc2vss: {signal: VehicleSpeed}\n", "not in the roadwave VSS catalog"),
+        (
+            "Vehicle.Nope:\n  datatype: float\n  dbc2vss: {signal: VehicleSpeed}\n",
+            "not in the roadwave VSS catalog",
+        ),
         (SPEED.replace("float", "uint8"), "the catalog says 'float'"),
         (SPEED.replace("km/h", "m/s"), "the catalog says 'km/h'"),
         (SPEED.replace("VehicleSpeed", "NoSuchSignal"), "no signal 'NoSuchSignal'"),
         (SPEED + "    message: ENG_Status\n", "no signal 'VehicleSpeed'"),
         (SPEED + "    transform: {math: \"__import__('os')\"}\n", "names unknown '__import__'"),
-        (SPEED + "    transform: {math: \"x.real\"}\n", "uses Attribute"),
-        (SPEED + "    transform: {math: \"x *\"}\n", "is not an expression"),
+        (SPEED + '    transform: {math: "x.real"}\n', "uses Attribute"),
+        (SPEED + '    transform: {math: "x *"}\n', "is not an expression"),
         (SPEED + "    transform: {mapping: [{from: Z, to: 1}]}\n", "not a value label"),
         (SPEED + "    transform: {scale: 2}\n", "transform must be"),
         (SPEED + "    interval_ms: 10\n    on_change: true\n", "not both"),

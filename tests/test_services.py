@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 import pytest
-
-from cloud.influx import InfluxClient, InfluxSettings
 import urllib3
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud.influx import InfluxClient, InfluxSettings
 from roadwave import services
 from roadwave.services import ExecutableNotFoundError, InfluxDB1, Mosquitto, PortInUseError
 

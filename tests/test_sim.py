@@ -124,9 +124,7 @@ def test_longer_headway_stays_smooth() -> None:
 
 
 def test_parameter_validation_messages() -> None:
-    with pytest.raises(
-        ValueError, match=r"IDMParameters.max_accel must be a finite number > 0, got -1"
-    ):
+    with pytest.raises(ValueError, match=r"IDMParameters.max_accel must be a finite number > 0, got -1"):
         IDMParameters(max_accel=-1)
     with pytest.raises(ValueError, match=r"IDMParameters.time_headway must be .* >= 0, got nan"):
         IDMParameters(time_headway=math.nan)
@@ -257,9 +255,7 @@ def test_frames_in_timestamp_order_on_whole_milliseconds(frames: list[SimFrame])
         assert frame.message.timestamp == frame.timestamp
         assert abs(_ms(frame.timestamp) - round(_ms(frame.timestamp))) < 1e-3
         assert 0 <= _ms(frame.timestamp) < DURATION_S * 1000
-    assert {f.message_name for f in frames if f.timestamp == START} != {
-        f.message_name for f in frames
-    }
+    assert {f.message_name for f in frames if f.timestamp == START} != {f.message_name for f in frames}
 
 
 def test_every_message_at_its_cycle_time(
@@ -302,9 +298,7 @@ def test_frames_decode_to_ground_truth(
             assert signal.minimum <= value <= signal.maximum
 
 
-def test_counters_and_checksums(
-    frames: list[SimFrame], database: cantools.database.can.Database
-) -> None:
+def test_counters_and_checksums(frames: list[SimFrame], database: cantools.database.can.Database) -> None:
     specs = integrity_specs(database)
     counters: dict[tuple[int, str], list[Any]] = defaultdict(list)
     for frame in frames:
@@ -334,9 +328,7 @@ def test_fd_extended_and_multiplexed_frames(frames: list[SimFrame]) -> None:
             assert msg.arbitration_id == 0x18FF1017
         else:
             assert len(msg.data) == 8 and msg.arbitration_id < 0x800
-    pages = [
-        f.values["PWR_Mux"] for f in frames if f.message_name == "PWR_Energy" and f.vehicle == 0
-    ]
+    pages = [f.values["PWR_Mux"] for f in frames if f.message_name == "PWR_Energy" and f.vehicle == 0]
     assert pages == [i % 2 for i in range(len(pages))]
 
 
@@ -365,9 +357,7 @@ def test_sim_config_ring_and_validation() -> None:
     big = SimConfig(vehicles=30).ring
     assert big.cars == 30 and big.circumference_m == pytest.approx(230.0 * 30 / 22)
     assert SimConfig().start_time == int(SimConfig().start_time)
-    with pytest.raises(
-        ValueError, match=r"SimConfig.ring_cars must be an integer >= vehicles \(5\)"
-    ):
+    with pytest.raises(ValueError, match=r"SimConfig.ring_cars must be an integer >= vehicles \(5\)"):
         SimConfig(vehicles=5, ring_cars=4)
     with pytest.raises(ValueError, match=r"SimConfig.vehicles must be an integer >= 1, got 0"):
         SimConfig(vehicles=0)
@@ -386,9 +376,7 @@ def test_more_vehicles_than_sugiyama_cars() -> None:
 # --- outputs -------------------------------------------------------------------------------
 
 
-def test_candump_log_round_trip(
-    sim: FleetSimulator, frames: list[SimFrame], tmp_path: Path
-) -> None:
+def test_candump_log_round_trip(sim: FleetSimulator, frames: list[SimFrame], tmp_path: Path) -> None:
     paths = write_candump_logs(sim, tmp_path)
     assert set(paths) == set(sim.vins)
     text = paths[sim.vins[0]].read_text()
@@ -512,9 +500,7 @@ def test_cli_streams_to_channel_pattern(capsys: pytest.CaptureFixture[str]) -> N
         (["--dbc", "/nonexistent/car.dbc"], "DBC file not found: /nonexistent/car.dbc"),
     ],
 )
-def test_cli_argument_errors(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_argument_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli(argv) == 2
     assert message in capsys.readouterr().err
 

@@ -25,9 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Connected-car telematics: CAN -> VSS -> MQTT -> InfluxDB.",
     )
     parser.add_argument("--version", action="version", version=f"roadwave {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
-    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_subparser(subparsers)
@@ -44,4 +42,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-

@@ -28,7 +28,9 @@ def add_subparser(subparsers: Any) -> None:
         "then print what reached InfluxDB.",
     )
     parser.add_argument("--vehicles", type=int, default=5, help="connected vehicles (default 5)")
-    parser.add_argument("--duration", type=float, default=60.0, metavar="S", help="simulated seconds (default 60)")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, metavar="S", help="simulated seconds (default 60)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
     parser.add_argument(
         "--warmup",
@@ -106,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
     return result
 
 
-def _endpoints(args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack, clock: _Clock) -> Endpoints:
+def _endpoints(
+    args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack, clock: _Clock
+) -> Endpoints:
     if args.mqtt:
         mqtt_host, mqtt_port = _parse_host_port(args.mqtt)
         clock.say(f"using the MQTT broker at {mqtt_host}:{mqtt_port}")
@@ -157,7 +161,7 @@ def _print_summary(
     speeds = query(
         'SELECT MEAN("Vehicle.Speed") AS mean, MIN("Vehicle.Speed") AS min, '
         'MAX("Vehicle.Speed") AS max, MIN("Vehicle.Acceleration.Longitudinal") AS brake '
-        'FROM telemetry GROUP BY vin'
+        "FROM telemetry GROUP BY vin"
     )
     where = query(
         'SELECT LAST("Vehicle.CurrentLocation.Latitude") AS lat, '

@@ -54,9 +54,7 @@ def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
             "candump logs, python-can buses and/or a JSON-lines ground truth."
         ),
     )
-    parser.add_argument(
-        "--dbc", type=Path, default=DEFAULT_DBC, help="DBC file (default: %(default)s)"
-    )
+    parser.add_argument("--dbc", type=Path, default=DEFAULT_DBC, help="DBC file (default: %(default)s)")
     parser.add_argument(
         "--vehicles", type=_number(int, 1, True), default=3, help="connected vehicles (default: 3)"
     )
@@ -67,9 +65,7 @@ def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="SECONDS",
         help="simulated seconds of frames (default: 60)",
     )
-    parser.add_argument(
-        "--seed", type=_number(int, 0, True), default=0, help="random seed (default: 0)"
-    )
+    parser.add_argument("--seed", type=_number(int, 0, True), default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--start-time",
         type=_number(float, 0, True),
@@ -87,12 +83,8 @@ def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "stop-and-go wave form first (default: 0)",
     )
     outputs = parser.add_argument_group("outputs (any combination)")
-    outputs.add_argument(
-        "--log-dir", type=Path, metavar="DIR", help="write DIR/<VIN>.log (candump -L)"
-    )
-    outputs.add_argument(
-        "--interface", help="python-can interface to send on, e.g. virtual, socketcan"
-    )
+    outputs.add_argument("--log-dir", type=Path, metavar="DIR", help="write DIR/<VIN>.log (candump -L)")
+    outputs.add_argument("--interface", help="python-can interface to send on, e.g. virtual, socketcan")
     outputs.add_argument(
         "--channel",
         action="append",
@@ -164,9 +156,7 @@ def main(args: argparse.Namespace) -> int:
                 # SocketCAN only passes CAN FD frames on sockets opened for FD.
                 bus_options = {"fd": True} if args.interface == "socketcan" else {}
                 sinks.append(
-                    stack.enter_context(
-                        BusSink(sim, args.interface, channels, args.realtime, **bus_options)
-                    )
+                    stack.enter_context(BusSink(sim, args.interface, channels, args.realtime, **bus_options))
                 )
             stats = run(sim, sinks)
         except (OSError, can.CanError, ValueError) as error:

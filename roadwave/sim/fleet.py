@@ -113,13 +113,9 @@ class SimConfig:
         if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"SimConfig.seed must be an integer >= 0, got {self.seed!r}")
         if not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise ValueError(
-                f"SimConfig.duration_s must be finite and > 0, got {self.duration_s!r}"
-            )
+            raise ValueError(f"SimConfig.duration_s must be finite and > 0, got {self.duration_s!r}")
         if not (math.isfinite(self.start_time) and self.start_time >= 0):
-            raise ValueError(
-                f"SimConfig.start_time must be finite and >= 0, got {self.start_time!r}"
-            )
+            raise ValueError(f"SimConfig.start_time must be finite and >= 0, got {self.start_time!r}")
         if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
             raise ValueError(f"SimConfig.warmup_s must be finite and >= 0, got {self.warmup_s!r}")
         for name in ("fleet", "bus"):
@@ -187,9 +183,7 @@ def _page(signals: Sequence[DbcSignal], fixed: dict[str, int]) -> _Page:
             bits_low = -(1 << (signal.length - 1)) if signal.is_signed else 0
             bits_high = (1 << (signal.length - 1 if signal.is_signed else signal.length)) - 1
             low, high = bits_low, bits_high
-            limits = (
-                [signal.minimum, signal.maximum] if scale > 0 else [signal.maximum, signal.minimum]
-            )
+            limits = [signal.minimum, signal.maximum] if scale > 0 else [signal.maximum, signal.minimum]
             if limits[0] is not None:
                 low = max(low, _raw_limit(limits[0], offset, scale, upper=False))
             if limits[1] is not None:
@@ -213,17 +207,11 @@ def _plan_messages(database: cantools.database.can.Database) -> tuple[_MessagePl
         physical = [s for s in message.signals if s.name not in framing and not s.is_multiplexer]
         unknown = sorted({s.name for s in physical} - VehicleModel.SIGNALS)
         if unknown:
-            logger.warning(
-                "%s: no simulated value for %s, not simulated", message.name, ", ".join(unknown)
-            )
+            logger.warning("%s: no simulated value for %s, not simulated", message.name, ", ".join(unknown))
             continue
-        unlabelled = [
-            s.name for s in physical if s.name in VehicleModel.LABEL_SIGNALS and not s.choices
-        ]
+        unlabelled = [s.name for s in physical if s.name in VehicleModel.LABEL_SIGNALS and not s.choices]
         if unlabelled:
-            logger.warning(
-                "%s: %s need a VAL_ table, not simulated", message.name, ", ".join(unlabelled)
-            )
+            logger.warning("%s: %s need a VAL_ table, not simulated", message.name, ", ".join(unlabelled))
             continue
         if len(multiplexers) > 1:
             logger.warning("%s: nested multiplexing is not supported, not simulated", message.name)
@@ -342,9 +330,7 @@ class FleetSimulator:
                         values,
                     )
 
-    def _signals(
-        self, traffic: RingTraffic, models: Sequence[VehicleModel]
-    ) -> list[dict[str, SignalValue]]:
+    def _signals(self, traffic: RingTraffic, models: Sequence[VehicleModel]) -> list[dict[str, SignalValue]]:
         time_s = traffic.time_s
         positions, travelled = traffic.positions.tolist(), traffic.travelled.tolist()
         speeds, accels = traffic.speeds.tolist(), traffic.accels.tolist()
@@ -483,9 +469,7 @@ class BusSink(FrameSink):
         if realtime is not None and not (math.isfinite(realtime) and realtime > 0):
             raise ValueError(f"realtime must be None or a finite factor > 0, got {realtime!r}")
         if len(set(channels)) != len(channels):
-            raise ValueError(
-                f"every vehicle needs its own channel, got duplicates in {list(channels)}"
-            )
+            raise ValueError(f"every vehicle needs its own channel, got duplicates in {list(channels)}")
         self._start = sim.config.start_time
         self._realtime = realtime
         self._wall_start: float | None = None

@@ -36,9 +36,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _finite_positive(name: str, value: float) -> None:
-    _require(
-        math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value!r}"
-    )
+    _require(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +128,8 @@ class RingTraffic:
     """IDM traffic on a ring, advanced in fixed steps; deterministic for a given seed.
 
     Positions are unwrapped (metres from the ring's origin, growing without bound); the
-    position on the ring is ``positions % circumference_m``. Array properties return read-only views that change on the next :meth:`step`.
+    position on the ring is ``positions % circumference_m``. Array properties return
+    read-only views that change on the next :meth:`step`.
     """
 
     def __init__(
@@ -149,9 +148,7 @@ class RingTraffic:
         self.idm = idm
         self.ring = ring
         self._rng = np.random.default_rng(seed)
-        speed = (
-            idm.equilibrium_speed(free_gap) if ring.initial_speed is None else ring.initial_speed
-        )
+        speed = idm.equilibrium_speed(free_gap) if ring.initial_speed is None else ring.initial_speed
         self._initial = np.arange(ring.cars, dtype=np.float64) * spacing
         self._x = self._initial.copy()
         self._v = np.full(ring.cars, speed, dtype=np.float64)

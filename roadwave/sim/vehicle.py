@@ -45,13 +45,9 @@ class RingSite:
 
     def __post_init__(self) -> None:
         if not -85.0 <= self.centre_lat <= 85.0:
-            raise ValueError(
-                f"RingSite.centre_lat must be within [-85, 85] deg, got {self.centre_lat!r}"
-            )
+            raise ValueError(f"RingSite.centre_lat must be within [-85, 85] deg, got {self.centre_lat!r}")
         if not -180.0 <= self.centre_lon <= 180.0:
-            raise ValueError(
-                f"RingSite.centre_lon must be within [-180, 180] deg, got {self.centre_lon!r}"
-            )
+            raise ValueError(f"RingSite.centre_lon must be within [-180, 180] deg, got {self.centre_lon!r}")
         for name in ("altitude_m", "ambient_c"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"RingSite.{name} must be finite, got {getattr(self, name)!r}")
@@ -103,8 +99,7 @@ class VehicleParameters:
             )
         if list(self.upshift_kmh) != sorted(set(self.upshift_kmh)):
             raise ValueError(
-                "VehicleParameters.upshift_kmh must be strictly increasing, "
-                f"got {self.upshift_kmh!r}"
+                f"VehicleParameters.upshift_kmh must be strictly increasing, got {self.upshift_kmh!r}"
             )
 
 
@@ -139,8 +134,7 @@ class VehicleModel:
     ) -> None:
         if not (math.isfinite(ring_radius_m) and ring_radius_m > params.wheelbase_m):
             raise ValueError(
-                f"ring radius must exceed the wheelbase ({params.wheelbase_m} m), "
-                f"got {ring_radius_m!r}"
+                f"ring radius must exceed the wheelbase ({params.wheelbase_m} m), got {ring_radius_m!r}"
             )
         self.radius_m = ring_radius_m
         self.site = site
@@ -158,9 +152,7 @@ class VehicleModel:
         )
         self._wheel_rpm_per_mps = 60.0 / (2.0 * math.pi * params.wheel_radius_m)
         self._lat_deg_per_m = math.degrees(1.0 / EARTH_RADIUS_M)
-        self._lon_deg_per_m = math.degrees(
-            1.0 / (EARTH_RADIUS_M * math.cos(math.radians(site.centre_lat)))
-        )
+        self._lon_deg_per_m = math.degrees(1.0 / (EARTH_RADIUS_M * math.cos(math.radians(site.centre_lat))))
 
     def _gear(self, speed_kmh: float) -> int:
         gear = 1
@@ -176,11 +168,7 @@ class VehicleModel:
         if dt > 0:
             p = self.params
             decay = math.exp(-dt / p.lane_wander_time_s)
-            noise = (
-                p.lane_wander_m
-                * math.sqrt(1.0 - decay * decay)
-                * float(self._rng.standard_normal())
-            )
+            noise = p.lane_wander_m * math.sqrt(1.0 - decay * decay) * float(self._rng.standard_normal())
             self._lane_offset = self._lane_offset * decay + noise
             self._lane_time_s = time_s
         return self._lane_offset
@@ -258,8 +246,7 @@ class VehicleModel:
             "TurnSignalRight": 0,
             "Odometer": self.start_odometer_km + travelled_km,
             "HazardLights": 0,
-            "BatteryVoltage": p.battery_charging_v
-            + p.battery_noise_v * float(self._rng.standard_normal()),
+            "BatteryVoltage": p.battery_charging_v + p.battery_noise_v * float(self._rng.standard_normal()),
             "CoolantTemp": site.ambient_c + (p.coolant_target_c - site.ambient_c) * warm,
             "FuelLevel": self.start_fuel_pct - 100.0 * fuel_used_l / p.tank_litres,
             "AmbientTemp": site.ambient_c,

@@ -1,0 +1,214 @@
+"""End to end through real processes: simulator -> edge agents -> Mosquitto -> ingest -> InfluxDB.
+
+The simulator's ground truth is compared with what InfluxDB holds afterwards, and an
+independent MQTT subscriber records what the agents actually published.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cantools
+import paho.mqtt.client as paho
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.deadletter import DeadLetterStore
+from roadwave.contract import (
+    INTEGER_RANGES,
+    TELEMETRY_SUBSCRIPTION,
+    PayloadError,
+    decode_telemetry,
+    telemetry_topic,
+)
+from roadwave.pipeline import DEFAULT_DBC, Endpoints, Pipeline
+
+pytestmark = pytest.mark.integration
+
+VEHICLES = 3
+DURATION_S = 20.0
+START = 1_763_700_000.0
+UNKNOWN_ID = 0x7AB
+Key = tuple[str, str, int, str]  # vin, bus, t_ns, VSS path
+
+
+class Tap:
+    """An independent subscriber that keeps every telemetry sample it sees."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.samples: dict[Key, object] = {}
+        self.sample_count = 0
+        self.rejected = 0
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="e2e-tap")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.connect(host, port)
+        self.client.subscribe(TELEMETRY_SUBSCRIPTION, qos=1)
+        self.client.loop_start()
+        assert self._subscribed.wait(10)
+
+    def _on_message(self, _client, _userdata, message: paho.MQTTMessage) -> None:
+        try:
+            batch = decode_telemetry(message.topic, message.payload)
+        except PayloadError:
+            self.rejected += 1
+            return
+        with self._lock:
+            for record in batch.records:
+                for path, value in record.signals.items():
+                    self.samples[(batch.vin, record.bus, record.t_ns, path)] = value
+                    self.sample_count += 1
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def stored_samples(pipeline: Pipeline, fleet: str) -> dict[Key, object]:
+    rows = pipeline.influx.query(f"SELECT * FROM telemetry WHERE fleet = '{fleet}'")
+    tags = {"time", "vin", "bus", "fleet"}
+    return {
+        (row["vin"], row["bus"], row["time"], path): value
+        for row in rows
+        for path, value in row.items()
+        if path not in tags and value is not None
+    }
+
+
+def inject_bad_frames(log: Path) -> int:
+    """Append frames the agent must count and skip: unknown IDs and a truncated ESP_Speed."""
+    last_t = float(log.read_text().splitlines()[-1].split()[0].strip("()"))
+    lines = [
+        f"({last_t + 0.0001:.6f}) can0 {UNKNOWN_ID:03X}#0102030405060708",
+        f"({last_t + 0.0002:.6f}) can0 {UNKNOWN_ID:03X}#01",
+        f"({last_t + 0.0003:.6f}) can0 0A0#0102",
+    ]
+    with log.open("a") as file:
+        file.write("\n".join(lines) + "\n")
+    return len(lines)
+
+
+@pytest.fixture
+def pipeline(mosquitto, influxdb, influx_database, tmp_path) -> Iterator[Pipeline]:
+    endpoints = Endpoints(mosquitto.host, mosquitto.port, influxdb.url, influx_database)
+    with Pipeline(tmp_path, endpoints, fleet="e2e") as pipeline:
+        yield pipeline
+
+
+def test_every_published_sample_lands_once_with_frame_time_and_true_value(pipeline, mosquitto) -> None:
+    sim = pipeline.simulate(VEHICLES, DURATION_S, seed=11, start_time=START)
+    first_vin = next(iter(sim.logs))
+    bad_frames = inject_bad_frames(sim.logs[first_vin])
+    pipeline.start_ingest()
+    tap = Tap(mosquitto.host, mosquitto.port)
+    try:
+        # A malformed payload in the middle of the traffic must not disturb anything else.
+        poison = b'{"v": 1, "vin": "' + first_vin.encode() + b'", "records": "oops"}'
+        tap.client.publish(telemetry_topic("e2e", first_vin), poison, qos=1).wait_for_publish(10)
+        reports = pipeline.run_agents(sim.logs)
+        published = sum(report["uplink"]["samples_acked"] for report in reports)
+        assert pipeline.wait_stored(published) == published
+        ingest = pipeline.stop_ingest()
+    finally:
+        tap.close()
+
+    # The agents: every frame accounted for, only the injected ones skipped.
+    assert sim.frames == VEHICLES * DURATION_S * 480
+    by_vin = {report["vin"]: report for report in reports}
+    assert set(by_vin) == set(sim.logs)
+    for vin, report in by_vin.items():
+        bus = report["buses"]["can0"]
+        expected_bad = bad_frames if vin == first_vin else 0
+        assert bus["frames_received"] == DURATION_S * 480 + expected_bad
+        assert bus["frames_unknown"] == (2 if vin == first_vin else 0)
+        assert bus["frames_malformed"] == (1 if vin == first_vin else 0)
+        assert bus["frames_decoded"] == DURATION_S * 480
+        assert (
+            bus["samples_decoded"]
+            == bus["samples_emitted"] + bus["samples_throttled"] + bus["samples_invalid"]
+        )
+        assert bus["samples_invalid"] == 0
+        assert report["uplink"]["samples_acked"] == report["uplink"]["samples_sent"] == bus["samples_emitted"]
+        assert report["delivered"]
+
+    # The ingest: one rejection (kept aside), everything else written.
+    assert ingest["messages_rejected"] == 1
+    (letter,) = list(DeadLetterStore(pipeline.workdir / "dead-letters"))
+    assert letter.payload == poison and "missing 'fleet'" in letter.reason
+    assert ingest["samples_written"] == published
+
+    # What was published is exactly what is stored: present once, nothing extra.
+    stored = stored_samples(pipeline, "e2e")
+    assert tap.rejected == 1
+    assert tap.sample_count == published == len(tap.samples)  # no two samples share a key
+    assert stored == tap.samples
+
+    # Stored values are the simulator's physical values at the frames' own timestamps.
+    compare_with_ground_truth(stored, sim.truth)
+
+
+# Independent of edge.mapping/edge.units on purpose: the expected values are computed here.
+UNIT_FACTORS = {("km", "m"): 1000.0, ("bar", "kPa"): 100.0}
+
+
+class Expectation:
+    """How the test itself expects one DBC signal to appear in VSS."""
+
+    def __init__(self, path: str, entry: dict, signal) -> None:
+        self.path = path
+        self.datatype = entry["datatype"]
+        self.signal = signal
+        table = entry["dbc2vss"].get("transform", {}).get("mapping", [])
+        self.labels = {str(item["from"]): item["to"] for item in table}
+        self.factor = UNIT_FACTORS.get((signal.unit, entry.get("unit")), 1.0)
+
+    def value(self, truth):
+        if self.labels:
+            return self.labels[truth]
+        if self.datatype == "boolean":
+            return bool(truth)
+        value = truth * self.factor
+        return round(value) if self.datatype in INTEGER_RANGES else value
+
+    def tolerance(self) -> float:
+        """The DBC's scaling resolution in VSS units, plus one for integer rounding."""
+        if self.labels or self.datatype == "boolean":
+            return 0.0
+        rounding = 1.0 if self.datatype in INTEGER_RANGES else 0.0
+        return abs(self.signal.scale * self.factor) + rounding + 1e-9
+
+
+def compare_with_ground_truth(stored: dict[Key, object], truth_path: Path) -> None:
+    db = cantools.database.load_file(DEFAULT_DBC)
+    overlay = yaml.safe_load(DEFAULT_DBC.with_suffix(".vss.yaml").read_text())
+    by_signal: dict[str, list[Expectation]] = {}
+    for path, entry in overlay.items():
+        name = entry["dbc2vss"]["signal"]
+        (signal,) = [s for m in db.messages for s in m.signals if s.name == name]
+        by_signal.setdefault(name, []).append(Expectation(path, entry, signal))
+    expected: dict[Key, Expectation] = {}
+    truths: dict[Key, object] = {}
+    with truth_path.open() as file:
+        for line in file:
+            frame = json.loads(line)
+            t_ns = round(frame["t"] * 1_000_000) * 1000
+            for name, value in frame["values"].items():
+                for expectation in by_signal.get(name, []):
+                    key = (frame["vin"], frame["bus"], t_ns, expectation.path)
+                    expected[key], truths[key] = expectation, value
+    assert stored, "nothing stored"
+    missing = [key for key in stored if key not in expected]
+    assert not missing, f"{len(missing)} stored samples have no frame at that time, e.g. {missing[:3]}"
+    for key, value in stored.items():
+        expectation = expected[key]
+        truth = expectation.value(truths[key])
+        assert abs(value - truth) <= expectation.tolerance(), (key, value, truth)
+        assert type(value) is type(truth) or {type(value), type(truth)} <= {int, float}, (key, value)
+    paths = {key[3] for key in stored}
+    assert paths == set(overlay), sorted(set(overlay) - paths)
