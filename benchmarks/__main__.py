@@ -46,7 +46,7 @@ EDGE_RATIO_GOAL = 0.3
 INGEST_RATIO_GOAL = 0.8
 
 QUICK_EDGE = EdgeWorkload(vehicles=2, duration_s=3.0, repeat=2)
-QUICK_INGEST = IngestWorkload(batches=20, records=200, vins=2, repeat=1)
+QUICK_INGEST = IngestWorkload(batches=20, records=250, vins=2, repeat=1)
 
 
 @dataclass
@@ -112,12 +112,13 @@ def pi4_fps(result: EdgeResult) -> tuple[float, float]:
     return result.pipeline_fps / PI4_SLOWDOWN[1], result.pipeline_fps / PI4_SLOWDOWN[0]
 
 
+def _best_of(repeat: int) -> str:
+    return "one run" if repeat == 1 else f"best of {repeat} runs"
+
+
 def edge_workload_text(r: EdgeResult) -> str:
     """One line describing the edge workload."""
-    return (
-        f"{r.vehicles} vehicles x {r.duration_s:g} s simulated = {r.frames:,} frames, "
-        f"best of {r.repeat} runs"
-    )
+    return f"{r.vehicles} vehicles x {r.duration_s:g} s simulated = {r.frames:,} frames, {_best_of(r.repeat)}"
 
 
 def ingest_workload_text(r: IngestResult) -> str:
@@ -125,7 +126,7 @@ def ingest_workload_text(r: IngestResult) -> str:
     return (
         f"{r.batches} batches x {r.records_per_batch} records from {r.vins} VINs = "
         f"{r.points:,} points ({r.samples:,} samples, {r.payload_bytes / 1e6:.1f} MB of JSON), "
-        f"QoS 1, best of {r.repeat} runs"
+        f"QoS 1, {_best_of(r.repeat)}"
     )
 
 
@@ -145,9 +146,14 @@ def console_table(
             "",
             f"Edge decode: {edge_workload_text(edge)}",
             row.format("loop", "frames/s", "us/frame", "ratio"),
-            row.format("baseline: bare cantools decode_message", _n(edge.bare_fps), _n(edge.bare_us, 2), "1.00"),
             row.format(
-                "edge pipeline: decode+VSS+batch+encode", _n(edge.pipeline_fps), _n(edge.pipeline_us, 2), f"{edge.ratio:.2f}"
+                "baseline: bare cantools decode_message", _n(edge.bare_fps), _n(edge.bare_us, 2), "1.00"
+            ),
+            row.format(
+                "edge pipeline: decode+VSS+batch+encode",
+                _n(edge.pipeline_fps),
+                _n(edge.pipeline_us, 2),
+                f"{edge.ratio:.2f}",
             ),
             row.format(
                 "Raspberry Pi 4 core (estimate, 5-7x slower)",
@@ -185,44 +191,87 @@ def console_table(
     return "\n".join(out)
 
 
+def _md_row(*cells: object) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
 def results_markdown(machine: Machine, edge: EdgeResult, ingest: IngestResult, runtime_s: float) -> str:
     """The results block of docs/benchmarks.md (without the markers)."""
     slow, fast = pi4_fps(edge)
-    raw_us = ingest.raw_s / ingest.points * 1e6
-    ingest_us = ingest.ingest_s / ingest.points * 1e6
+    pi4_us = f"{edge.pipeline_us * PI4_SLOWDOWN[0]:.1f}-{edge.pipeline_us * PI4_SLOWDOWN[1]:.1f}"
+    edge_goals = (
+        f"throughput >= {EDGE_FPS_GOAL:,} frames/s: {_goal(edge.pipeline_fps >= EDGE_FPS_GOAL)}; "
+        f"ratio >= {EDGE_RATIO_GOAL}: {_goal(edge.ratio >= EDGE_RATIO_GOAL)}"
+    )
+    rss_goal = f"< {EDGE_RSS_GOAL_MIB} MB: {_goal(edge.rss_peak_kib / 1024 < EDGE_RSS_GOAL_MIB)}"
     versions = ", ".join(f"{k} {v}" for k, v in machine.versions.items())
-    return f"""\
-Measured on {machine.date} by `make bench ARGS="--write-docs"` (total runtime {runtime_s:.0f} s).
-
-| machine | |
-|---|---|
-| platform | `{machine.platform}` |
-| CPU | {machine.cpu}, {machine.cores} cores |
-| Python | {machine.python} |
-| packages | {versions} |
-| servers | InfluxDB {ingest.influxdb_version}, Mosquitto {ingest.mosquitto_version} |
-
-**Edge decode**: {edge_workload_text(edge)}.
-
-| loop | frames/s | µs/frame | ratio to baseline | goal (issue 3) |
-|---|---:|---:|---:|---|
-| baseline: bare cantools `decode_message` | {_n(edge.bare_fps)} | {edge.bare_us:.2f} | 1.00 | |
-| edge pipeline: decode + VSS + batch + encode | {_n(edge.pipeline_fps)} | {edge.pipeline_us:.2f} | {edge.ratio:.2f} | >= {EDGE_FPS_GOAL:,} frames/s: {_goal(edge.pipeline_fps >= EDGE_FPS_GOAL)}; ratio >= {EDGE_RATIO_GOAL}: {_goal(edge.ratio >= EDGE_RATIO_GOAL)} |
-| *Raspberry Pi 4 core, **estimate** (5-7x slower than this x86 core)* | *{_n(slow)}-{_n(fast)}* | *{edge.pipeline_us * PI4_SLOWDOWN[0]:.1f}-{edge.pipeline_us * PI4_SLOWDOWN[1]:.1f}* | | not measured |
-
-| pipeline output and memory | value | goal (issue 3) |
-|---|---:|---|
-| samples emitted | {edge.totals.samples:,} ({edge.totals.records:,} records, {edge.totals.batches} batches) | |
-| payload bytes per sample | {edge.bytes_per_sample:.1f} | |
-| peak RSS, fresh pipeline process | {_mib(edge.rss_peak_kib)} (after start-up {_mib(edge.rss_idle_kib)}) | < {EDGE_RSS_GOAL_MIB} MB: {_goal(edge.rss_peak_kib / 1024 < EDGE_RSS_GOAL_MIB)} |
-
-**Ingest write**: {ingest_workload_text(ingest)}.
-
-| path | points/s | µs/point | ratio to baseline | goal (issue 5) |
-|---|---:|---:|---:|---|
-| baseline: raw InfluxDB `write_lines`, 5000 lines per request | {_n(ingest.raw_pps)} | {raw_us:.2f} | 1.00 | |
-| ingest: MQTT QoS 1 -> validate -> InfluxDB | {_n(ingest.ingest_pps)} | {ingest_us:.2f} | {ingest.ratio:.2f} | >= {INGEST_RATIO_GOAL}: {_goal(ingest.ratio >= INGEST_RATIO_GOAL)} |
-"""
+    lines = [
+        f'Measured on {machine.date} by `make bench ARGS="--write-docs"` (total runtime {runtime_s:.0f} s).',
+        "",
+        _md_row("machine", ""),
+        "|---|---|",
+        _md_row("platform", f"`{machine.platform}`"),
+        _md_row("CPU", f"{machine.cpu}, {machine.cores} cores"),
+        _md_row("Python", machine.python),
+        _md_row("packages", versions),
+        _md_row("servers", f"InfluxDB {ingest.influxdb_version}, Mosquitto {ingest.mosquitto_version}"),
+        "",
+        f"**Edge decode**: {edge_workload_text(edge)}.",
+        "",
+        _md_row("loop", "frames/s", "µs/frame", "ratio to baseline", "goal (issue 3)"),
+        "|---|---:|---:|---:|---|",
+        _md_row(
+            "baseline: bare cantools `decode_message`", _n(edge.bare_fps), f"{edge.bare_us:.2f}", "1.00", ""
+        ),
+        _md_row(
+            "edge pipeline: decode + VSS + batch + encode",
+            _n(edge.pipeline_fps),
+            f"{edge.pipeline_us:.2f}",
+            f"{edge.ratio:.2f}",
+            edge_goals,
+        ),
+        _md_row(
+            "*Raspberry Pi 4 core: **estimate**, this figure / 5-7*",
+            f"*{_n(slow)}-{_n(fast)}*",
+            f"*{pi4_us}*",
+            "",
+            "not measured",
+        ),
+        "",
+        _md_row("pipeline output and memory", "value", "goal (issue 3)"),
+        "|---|---:|---|",
+        _md_row(
+            "samples emitted",
+            f"{edge.totals.samples:,} ({edge.totals.records:,} records, {edge.totals.batches} batches)",
+            "",
+        ),
+        _md_row("payload bytes per sample", f"{edge.bytes_per_sample:.1f}", ""),
+        _md_row(
+            "peak RSS, fresh pipeline process",
+            f"{_mib(edge.rss_peak_kib)} (after start-up {_mib(edge.rss_idle_kib)})",
+            rss_goal,
+        ),
+        "",
+        f"**Ingest write**: {ingest_workload_text(ingest)}.",
+        "",
+        _md_row("path", "points/s", "µs/point", "ratio to baseline", "goal (issue 5)"),
+        "|---|---:|---:|---:|---|",
+        _md_row(
+            "baseline: raw InfluxDB `write_lines`, 5000 lines per request",
+            _n(ingest.raw_pps),
+            f"{ingest.raw_s / ingest.points * 1e6:.2f}",
+            "1.00",
+            "",
+        ),
+        _md_row(
+            "ingest: MQTT QoS 1 -> validate -> InfluxDB",
+            _n(ingest.ingest_pps),
+            f"{ingest.ingest_s / ingest.points * 1e6:.2f}",
+            f"{ingest.ratio:.2f}",
+            f">= {INGEST_RATIO_GOAL}: {_goal(ingest.ratio >= INGEST_RATIO_GOAL)}",
+        ),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def replace_results(document: str, block: str) -> str:
@@ -250,17 +299,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "baseline measured in the same run.",
     )
     parser.add_argument("--only", choices=("edge", "ingest"), help="run one benchmark")
-    parser.add_argument("--quick", action="store_true", help="small workloads: a smoke run, not a measurement")
-    parser.add_argument("--write-docs", action="store_true", help=f"rewrite the results block of {DOCS.relative_to(REPO_ROOT)}")
+    parser.add_argument(
+        "--quick", action="store_true", help="small workloads: a smoke run, not a measurement"
+    )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help=f"rewrite the results block of {DOCS.relative_to(REPO_ROOT)}",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the raw results as JSON")
-    edge = parser.add_argument_group("edge workload (defaults: 4 vehicles x 30 s, 3 runs)")
+    e, i = EdgeWorkload(), IngestWorkload()
+    edge = parser.add_argument_group(
+        f"edge workload (default {e.vehicles} vehicles x {e.duration_s:g} s, best of {e.repeat} runs)"
+    )
     edge.add_argument("--vehicles", type=int, metavar="N")
     edge.add_argument("--duration", type=float, metavar="S", help="simulated seconds per vehicle")
-    ingest = parser.add_argument_group("ingest workload (defaults: 200 batches x 500 records, 5 VINs, 3 runs)")
+    ingest = parser.add_argument_group(
+        f"ingest workload (default {i.batches} batches x {i.records} records from {i.vins} VINs, "
+        f"best of {i.repeat} runs)"
+    )
     ingest.add_argument("--batches", type=int, metavar="N")
     ingest.add_argument("--records", type=int, metavar="N", help="records per batch")
     ingest.add_argument("--vins", type=int, metavar="N")
-    parser.add_argument("--repeat", type=int, metavar="N", help="timed runs per loop; the best counts")
+    parser.add_argument(
+        "--repeat", type=int, metavar="N", help="timed runs of each loop (both benchmarks); the best counts"
+    )
     args = parser.parse_args(argv)
     if args.write_docs and (args.quick or args.only):
         parser.error("--write-docs needs a full run of both benchmarks (no --quick, no --only)")

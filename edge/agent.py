@@ -19,7 +19,7 @@ from typing import Any
 import can
 
 from edge.batcher import Batcher
-from edge.config import EdgeConfig
+from edge.config import BusSettings, EdgeConfig
 from edge.decoder import FrameDecoder
 from edge.uplink import TelemetryUplink
 from roadwave import mqtt
@@ -78,6 +78,19 @@ def _replay(log: Path, realtime: bool, listener: BusListener, stop: threading.Ev
         LOGGER.error("bus %s: replay of %s stopped: %s", listener.decoder.bus, log, exc)
 
 
+class BusOpenError(ConnectionError):
+    """A configured CAN interface could not be opened."""
+
+
+def _open_bus(settings: BusSettings) -> can.BusABC:
+    try:
+        return can.Bus(interface=settings.interface, channel=settings.channel, **settings.options)
+    except (can.CanError, OSError, ValueError, TypeError, ImportError) as exc:
+        raise BusOpenError(
+            f"bus {settings.name!r}: cannot open {settings.interface} channel {settings.channel!r}: {exc}"
+        ) from exc
+
+
 class EdgeAgent:
     """One vehicle's agent, built from a validated :class:`EdgeConfig`."""
 
@@ -86,6 +99,8 @@ class EdgeAgent:
         self.decoders = {
             bus.name: FrameDecoder.from_files(bus.name, list(bus.dbc), bus.mapping) for bus in config.buses
         }
+        #: Set once every bus is being read (live buses listened to, replays started).
+        self.ready = threading.Event()
 
     def run(self, stop: threading.Event, drain_timeout_s: float = 30.0) -> AgentReport:
         """Run until the logs are replayed or ``stop`` is set; return the report.
@@ -94,28 +109,35 @@ class EdgeAgent:
         """
         started = time.monotonic()
         config = self.config
-        client = mqtt.connect(config.mqtt, config.client_id)
+        live_buses: dict[str, can.BusABC] = {}
+        try:  # local problems first: a bus that cannot open fails before any connection
+            for bus in config.buses:
+                if bus.log is None:
+                    live_buses[bus.name] = _open_bus(bus)
+            client = mqtt.connect(config.mqtt, config.client_id)
+        except BaseException:
+            for live in live_buses.values():
+                live.shutdown()
+            raise
         uplink = TelemetryUplink(client, config.vin, config.fleet)
         batcher = Batcher(config.batch, uplink.send)
         batcher.start()
-        live_buses: list[can.BusABC] = []
         notifiers: list[can.Notifier] = []
         replays: list[threading.Thread] = []
         try:
             for bus in config.buses:
                 listener = BusListener(self.decoders[bus.name], batcher)
-                if bus.log is not None:
-                    thread = threading.Thread(
-                        target=_replay,
-                        args=(bus.log, bus.realtime, listener, stop),
-                        name=f"replay-{bus.name}",
-                    )
-                    thread.start()
-                    replays.append(thread)
-                else:
-                    live = can.Bus(interface=bus.interface, channel=bus.channel, **bus.options)
-                    live_buses.append(live)
-                    notifiers.append(can.Notifier(live, [listener]))
+                if bus.log is None:
+                    notifiers.append(can.Notifier(live_buses[bus.name], [listener]))
+                    continue
+                thread = threading.Thread(
+                    target=_replay,
+                    args=(bus.log, bus.realtime, listener, stop),
+                    name=f"replay-{bus.name}",
+                )
+                thread.start()
+                replays.append(thread)
+            self.ready.set()
             if live_buses:
                 stop.wait()
             for thread in replays:
@@ -123,9 +145,9 @@ class EdgeAgent:
         finally:
             for notifier in notifiers:
                 notifier.stop()
-            for live in live_buses:
+            for live in live_buses.values():
                 live.shutdown()
-            stop.set()  # ends replays still running when a bus failed to open
+            stop.set()  # ends replays still running after an error
             for thread in replays:
                 thread.join()
             batcher.stop()

@@ -23,10 +23,7 @@ from typing import IO, Any, Self
 
 from cloud.influx import InfluxClient, InfluxSettings
 from cloud.schema import TELEMETRY_MEASUREMENT
-from roadwave.sim.fleet import CandumpLogSink, FleetSimulator, SimConfig, TruthJsonlSink, run
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DBC = REPO_ROOT / "dbc" / "roadwave_car.dbc"
+from roadwave.sim.fleet import DEFAULT_DBC, CandumpLogSink, FleetSimulator, SimConfig, TruthJsonlSink, run
 
 Progress = Callable[[str], None]
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge.agent import EdgeAgent
+from edge.agent import BusOpenError, EdgeAgent
 from edge.config import EdgeConfig
 from edge.decoder import DbcLoadError
 from edge.mapping import MappingError
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         report = agent.run(stop, drain_timeout_s=args.drain_timeout)
-    except MqttConnectError as exc:
+    except (MqttConnectError, BusOpenError) as exc:
         print(f"roadwave edge: {exc}", file=sys.stderr)
         return 3
     print(json.dumps(report.as_dict()), flush=True)

@@ -30,6 +30,7 @@ from cantools.database.can import Message as DbcMessage
 from cantools.database.can import Signal as DbcSignal
 
 from edge.integrity import IntegritySpec, integrity_specs
+from roadwave import REFERENCE_DBC
 from roadwave.sim.traffic import SUGIYAMA_CARS, IDMParameters, RingParameters, RingTraffic
 from roadwave.sim.vehicle import (
     Kinematics,
@@ -42,7 +43,7 @@ from roadwave.sim.vehicle import (
 logger = logging.getLogger(__name__)
 
 #: The reference DBC in the repository (``dbc/roadwave_car.dbc``).
-DEFAULT_DBC = Path(__file__).resolve().parents[2] / "dbc" / "roadwave_car.dbc"
+DEFAULT_DBC = REFERENCE_DBC
 
 # ISO 3779 VIN: 17 characters from this alphabet (no I, O, Q); position 9 is the
 # North American check digit (49 CFR 565), which we compute so the VINs validate anywhere.

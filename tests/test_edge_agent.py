@@ -1,0 +1,105 @@
+"""The edge agent on a live python-can bus, publishing to a real Mosquitto; its CLI errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.agent import BusOpenError, EdgeAgent
+from edge.config import BatchSettings, BusSettings, EdgeConfig
+from roadwave import REFERENCE_DBC
+from roadwave.contract import decode_telemetry, telemetry_topic
+from roadwave.mqtt import MqttSettings
+from roadwave.sim.fleet import FleetSimulator, SimConfig, stream_to_buses
+
+
+def live_config(broker, vin: str, interface: str, channel: str, **options) -> EdgeConfig:
+    return EdgeConfig(
+        vin=vin,
+        fleet="live",
+        buses=(
+            BusSettings(
+                name="can0", dbc=(REFERENCE_DBC,), interface=interface, channel=channel, options=options
+            ),
+        ),
+        mqtt=MqttSettings(host=broker.host, port=broker.port),
+        batch=BatchSettings(max_records=100, max_age_s=0.1),
+    )
+
+
+@pytest.mark.integration
+def test_live_virtual_bus_frames_are_decoded_and_published(mosquitto) -> None:
+    sim = FleetSimulator(SimConfig(vehicles=1, duration_s=2.0, seed=3))
+    (vin,) = sim.vins
+    received: list[int] = []
+    tap = paho.Client(CallbackAPIVersion.VERSION2, client_id="live-tap")
+    tap.on_message = lambda _c, _u, m: received.append(decode_telemetry(m.topic, m.payload).sample_count)
+    tap.connect(mosquitto.host, mosquitto.port)
+    tap.subscribe(telemetry_topic("live", vin), qos=1)
+    tap.loop_start()
+
+    agent = EdgeAgent(live_config(mosquitto, vin, "virtual", "live-test-bus", preserve_timestamps=True))
+    stop = threading.Event()
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(agent.run(stop)))
+    worker.start()
+    decoder = agent.decoders["can0"]
+    try:
+        # Wait until the agent's notifier listens, then stream the drive on the shared channel.
+        assert agent.ready.wait(20)
+        sent = stream_to_buses(sim, "virtual", ["live-test-bus"], preserve_timestamps=True)
+        assert wait_until(lambda: decoder.stats.frames_received == sent)
+    finally:
+        stop.set()
+        worker.join(30)
+    (report,) = reports
+    bus = report.buses["can0"]
+    assert sent == 2 * 480
+    assert bus["frames_decoded"] == sent and bus["frames_unknown"] == 0
+    assert report.delivered and report.uplink["samples_acked"] == bus["samples_emitted"] > 0
+    assert wait_until(lambda: sum(received) == bus["samples_emitted"])
+    tap.loop_stop()
+    tap.disconnect()
+
+
+def wait_until(condition, timeout: float = 20.0) -> bool:
+    done = threading.Event()
+    deadline = threading.Timer(timeout, done.set)
+    deadline.start()
+    try:
+        while not done.is_set():
+            if condition():
+                return True
+            done.wait(0.02)
+        return condition()
+    finally:
+        deadline.cancel()
+
+
+def test_a_bus_that_cannot_open_fails_before_connecting() -> None:
+    nowhere = MqttSettings(port=1)  # never contacted: the bus fails first
+    config = dataclasses.replace(
+        live_config(nowhere, "RWDEM000000000001", "no_such_interface", "x"), mqtt=nowhere
+    )
+    with pytest.raises(BusOpenError, match="bus 'can0': cannot open no_such_interface channel 'x'"):
+        EdgeAgent(config).run(threading.Event())
+
+
+def test_cli_reports_config_errors_with_exit_status_2(tmp_path: Path) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text('[vehicle]\nvin = "SHORT"\nfleet = "demo"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "roadwave", "edge", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid VIN 'SHORT'" in result.stderr and str(config) in result.stderr
