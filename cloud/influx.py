@@ -109,8 +109,6 @@ class InfluxClient:
         self, path: str, params: dict[str, str], body: bytes | None = None
     ) -> urllib3.BaseHTTPResponse:
         """POST to ``path`` with query ``params``; raise :class:`InfluxError` on failure."""
-        if self.settings.username and not self.settings.token:
-            params = {**params, "u": self.settings.username, "p": self.settings.password or ""}
         url = f"{self.settings.url.rstrip('/')}{path}?{urlencode(params)}"
         try:
             response = self._http.request("POST", url, body=body, headers=self._headers)
