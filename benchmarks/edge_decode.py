@@ -50,10 +50,11 @@ from edge.batcher import Batcher
 from edge.config import BatchSettings
 from edge.decoder import FrameDecoder, load_dbc
 from edge.mapping import SignalMapping, default_mapping_path, load_mapping
+from roadwave import REFERENCE_DBC
 from roadwave.contract import Record, TelemetryBatch, encode_telemetry
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DBC = REPO_ROOT / "dbc" / "roadwave_car.dbc"
+REPO_ROOT = REFERENCE_DBC.parents[1]
+DEFAULT_DBC = REFERENCE_DBC
 FLEET = "bench"
 BUS = "can0"
 #: Traffic simulated before the first frame, so stop-and-go waves (and changing
