@@ -191,6 +191,7 @@ def _print_summary(
     print("Grafana: add an InfluxDB data source with query language InfluxQL,")
     print(f"  URL {endpoints.influx_url}, database {endpoints.database}; for example")
     print('  SELECT mean("Vehicle.Speed") FROM telemetry WHERE $timeFilter GROUP BY time($__interval), vin')
+    print("  (or provision dashboards/provisioning/datasources/roadwave.yaml with those two values)")
     if args.workdir or args.keep:
         print(f"Files (configs, CAN logs, ground truth, service logs): {pipeline.workdir}")
     else:
