@@ -48,7 +48,8 @@ import cantools.database
 
 from edge.batcher import Batcher
 from edge.config import BatchSettings
-from edge.decoder import FrameDecoder, load_dbc
+from edge.dbcload import load_dbc_files
+from edge.decoder import FrameDecoder
 from edge.mapping import SignalMapping, default_mapping_path, load_mapping
 from roadwave import REFERENCE_DBC
 from roadwave.contract import Record, TelemetryBatch, encode_telemetry
@@ -187,7 +188,7 @@ def simulate(workload: EdgeWorkload, dbc: Path = DEFAULT_DBC) -> list[VehicleFra
 
 def load_decoding(dbc: Path = DEFAULT_DBC) -> tuple[cantools.database.can.Database, list[SignalMapping]]:
     """The DBC and its VSS mapping, as the edge agent loads them."""
-    db = load_dbc([dbc])
+    db = load_dbc_files([dbc]).database
     return db, load_mapping(default_mapping_path(dbc), db)
 
 
@@ -225,9 +226,7 @@ class VehiclePipeline:
         """Run frames through the pipeline (what ``BusListener`` does per frame)."""
         decode, add = self.decoder.decode, self.batcher.add
         for frame in frames:
-            record = decode(frame)
-            if record is not None:
-                add(record)
+            decode(frame, add)
 
     def finish(self) -> PipelineTotals:
         """Emit the last batch; return this vehicle's totals."""

@@ -130,9 +130,7 @@ def decoded_records(vins: int, seed: int, dbc: Path = DEFAULT_DBC) -> tuple[dict
     decoders = {vin: FrameDecoder.from_files("can0", [dbc], None) for vin in sim.vins}
     records: dict[str, list[Record]] = {vin: [] for vin in sim.vins}
     for frame in sim:
-        record = decoders[frame.vin].decode(frame.message)
-        if record is not None:
-            records[frame.vin].append(record)
+        decoders[frame.vin].decode(frame.message, records[frame.vin].append)
     return records, round(SIM_DURATION_S * 1e9)
 
 

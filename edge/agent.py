@@ -2,8 +2,9 @@
 
 Live buses are read by python-can's :class:`can.Notifier`, one per bus, whose
 listener decodes and queues records; recorded logs are replayed by a thread
-each. The agent ends when every log is replayed and no live bus is configured,
-or when ``stop`` is set.
+each. The main loop looks for message timeouts on live buses (wall clock) and
+publishes the agent's health. The agent ends when every log is replayed and no
+live bus is configured, or when ``stop`` is set.
 """
 
 from __future__ import annotations
@@ -20,24 +21,40 @@ import can
 
 from edge.batcher import Batcher
 from edge.config import BusSettings, EdgeConfig
-from edge.decoder import FrameDecoder
+from edge.dbcload import load_dbc_files
+from edge.decoder import Emit, FrameDecoder
+from edge.integrity import resolve_integrity
+from edge.mapping import default_mapping_path, load_mapping
 from edge.uplink import TelemetryUplink
 from roadwave import mqtt
+from roadwave.contract import AgentHealth
 
 LOGGER = logging.getLogger(__name__)
 
+#: How often the main loop looks for timeouts on live buses.
+TICK_S = 0.05
+
 
 class BusListener(can.Listener):
-    """Decodes frames of one bus and hands the records to the batcher."""
+    """Decodes frames of one bus and hands the records to ``emit``.
 
-    def __init__(self, decoder: FrameDecoder, batcher: Batcher) -> None:
+    Thread-safe: the notifier (or replay) thread decodes while the agent's main
+    loop looks for timeouts.
+    """
+
+    def __init__(self, decoder: FrameDecoder, emit: Emit) -> None:
         self.decoder = decoder
-        self.batcher = batcher
+        self.emit = emit
+        self._lock = threading.Lock()
 
     def on_message_received(self, msg: can.Message) -> None:
-        record = self.decoder.decode(msg)
-        if record is not None:
-            self.batcher.add(record)
+        with self._lock:
+            self.decoder.decode(msg, self.emit)
+
+    def tick(self, now_ns: int) -> None:
+        """Emit stale samples for messages silent since before ``now_ns``."""
+        with self._lock:
+            self.decoder.expire(now_ns, self.emit)
 
     def on_error(self, exc: Exception) -> None:
         LOGGER.error("bus %s: receive error: %s", self.decoder.bus, exc)
@@ -64,10 +81,21 @@ class AgentReport:
         }
 
 
+def open_log(path: Path) -> Iterable[can.Message]:
+    """Frames of a recorded log, with absolute timestamps, format chosen by suffix.
+
+    candump ``-L`` logs and BLF files carry absolute times; ASC files count from
+    the start date in their header, which python-can adds when asked.
+    """
+    if path.suffix.lower() == ".asc":
+        return can.LogReader(path, relative_timestamp=False)
+    return can.LogReader(path)
+
+
 def _replay(log: Path, realtime: bool, listener: BusListener, stop: threading.Event) -> None:
     """Feed a recorded log through a listener, at recorded pace when asked."""
     try:
-        frames: Iterable[can.Message] = can.LogReader(log)
+        frames = open_log(log)
         if realtime:
             frames = can.MessageSync(frames, timestamps=True)
         for frame in frames:
@@ -91,23 +119,49 @@ def _open_bus(settings: BusSettings) -> can.BusABC:
         ) from exc
 
 
+def build_decoder(settings: BusSettings) -> FrameDecoder:
+    """The decoder of one configured bus: DBC files, overlay, integrity overrides, timeouts.
+
+    Raises ``DbcLoadError``, ``MappingError`` or ``ValueError`` (integrity overrides).
+    """
+    db = load_dbc_files(list(settings.dbc)).database
+    mappings = load_mapping(settings.mapping or default_mapping_path(settings.dbc[0]), db)
+    try:
+        integrity = resolve_integrity(db, settings.integrity)
+    except ValueError as exc:
+        raise ValueError(f"bus {settings.name!r}: {exc}") from exc
+    return FrameDecoder(
+        settings.name, db, mappings, integrity=integrity, timeout_factor=settings.timeout_factor
+    )
+
+
 class EdgeAgent:
     """One vehicle's agent, built from a validated :class:`EdgeConfig`."""
 
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
-        self.decoders = {
-            bus.name: FrameDecoder.from_files(bus.name, list(bus.dbc), bus.mapping) for bus in config.buses
-        }
+        self.decoders = {bus.name: build_decoder(bus) for bus in config.buses}
         #: Set once every bus is being read (live buses listened to, replays started).
         self.ready = threading.Event()
+        self._started = time.monotonic()
+
+    def health(self, uplink: TelemetryUplink) -> AgentHealth:
+        """The agent's counters now."""
+        return AgentHealth(
+            vin=self.config.vin,
+            fleet=self.config.fleet,
+            t_ns=time.time_ns(),
+            uptime_s=round(time.monotonic() - self._started, 3),
+            buses={name: decoder.stats.as_dict() for name, decoder in self.decoders.items()},
+            uplink=vars(uplink.stats).copy(),
+        )
 
     def run(self, stop: threading.Event, drain_timeout_s: float = 30.0) -> AgentReport:
         """Run until the logs are replayed or ``stop`` is set; return the report.
 
         ``stop`` is set when the run ends, whatever ended it.
         """
-        started = time.monotonic()
+        self._started = time.monotonic()
         config = self.config
         live_buses: dict[str, can.BusABC] = {}
         try:  # local problems first: a bus that cannot open fails before any connection
@@ -122,36 +176,33 @@ class EdgeAgent:
         uplink = TelemetryUplink(client, config.vin, config.fleet)
         batcher = Batcher(config.batch, uplink.send)
         batcher.start()
-        notifiers: list[can.Notifier] = []
-        replays: list[threading.Thread] = []
+        listeners = {bus.name: BusListener(self.decoders[bus.name], batcher.add) for bus in config.buses}
+        notifiers = [can.Notifier(live, [listeners[name]]) for name, live in live_buses.items()]
+        replays = [
+            threading.Thread(
+                target=_replay,
+                args=(bus.log, bus.realtime, listeners[bus.name], stop),
+                name=f"replay-{bus.name}",
+            )
+            for bus in config.buses
+            if bus.log is not None
+        ]
         try:
-            for bus in config.buses:
-                listener = BusListener(self.decoders[bus.name], batcher)
-                if bus.log is None:
-                    notifiers.append(can.Notifier(live_buses[bus.name], [listener]))
-                    continue
-                thread = threading.Thread(
-                    target=_replay,
-                    args=(bus.log, bus.realtime, listener, stop),
-                    name=f"replay-{bus.name}",
-                )
-                thread.start()
-                replays.append(thread)
-            self.ready.set()
-            if live_buses:
-                stop.wait()
             for thread in replays:
-                thread.join()
+                thread.start()
+            self.ready.set()
+            self._main_loop(stop, uplink, [listeners[name] for name in live_buses], replays)
         finally:
             for notifier in notifiers:
                 notifier.stop()
             for live in live_buses.values():
                 live.shutdown()
-            stop.set()  # ends replays still running after an error
+            stop.set()
             for thread in replays:
                 thread.join()
             batcher.stop()
             delivered = uplink.drain(drain_timeout_s)
+            uplink.publish_health(self.health(uplink)).wait_for_publish(min(drain_timeout_s, 5.0))
             client.loop_stop()
             client.disconnect()
         return AgentReport(
@@ -159,5 +210,24 @@ class EdgeAgent:
             buses={name: decoder.stats.as_dict() for name, decoder in self.decoders.items()},
             uplink=vars(uplink.stats).copy(),
             delivered=delivered,
-            wall_time_s=time.monotonic() - started,
+            wall_time_s=time.monotonic() - self._started,
         )
+
+    def _main_loop(
+        self,
+        stop: threading.Event,
+        uplink: TelemetryUplink,
+        live: list[BusListener],
+        replays: list[threading.Thread],
+    ) -> None:
+        """Tick live buses' timeouts and publish health until stopped or the logs end."""
+        next_health = time.monotonic() + self.config.health_interval_s
+        while not stop.wait(TICK_S):
+            if not live and not any(thread.is_alive() for thread in replays):
+                return
+            now_ns = time.time_ns()
+            for listener in live:
+                listener.tick(now_ns)
+            if time.monotonic() >= next_health:
+                uplink.publish_health(self.health(uplink))
+                next_health += self.config.health_interval_s

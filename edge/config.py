@@ -22,6 +22,16 @@ Example::
     # or, to replay a recorded log instead of a live bus:
     # log = "drive.log"
     # realtime = false
+    timeout_factor = 3.0                # a message is stale after 3 cycle times
+
+    [[bus.integrity]]                   # checksum/counter settings beyond the DBC's
+    message = "ESP_Speed"
+    algorithm = "crc8_sae_j1850"        # or xor8, sum8, none (switch off)
+    counter = "ESP_Speed_Counter"
+    checksum = "ESP_Speed_Checksum"
+
+    [health]
+    interval_s = 10.0                   # agent health published this often
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.integrity import CHECKSUM_ALGORITHMS, IntegrityOverride
 from roadwave.configfile import ConfigError, Table
 from roadwave.contract import BUS_PATTERN, ContractError, check_fleet, check_vin
 from roadwave.mqtt import MqttSettings
@@ -55,6 +66,8 @@ class BusSettings:
     options: dict[str, Any] = field(default_factory=dict)
     log: Path | None = None
     realtime: bool = False
+    timeout_factor: float = 3.0
+    integrity: tuple[IntegrityOverride, ...] = ()
 
     @classmethod
     def read(cls, table: Table) -> BusSettings:
@@ -68,6 +81,8 @@ class BusSettings:
             options=table.mapping("options"),
             log=table.path("log", None),
             realtime=table.flag("realtime", False),
+            timeout_factor=table.number("timeout_factor", cls.timeout_factor, minimum=1.0),
+            integrity=tuple(_integrity_override(entry) for entry in table.tables("integrity")),
         )
         table.finish()
         if not BUS_PATTERN.fullmatch(settings.name):
@@ -85,6 +100,19 @@ class BusSettings:
         return settings
 
 
+def _integrity_override(table: Table) -> IntegrityOverride:
+    override = IntegrityOverride(
+        message=table.text("message"),
+        algorithm=table.choice("algorithm", ("none", *CHECKSUM_ALGORITHMS)),
+        counter_signal=table.text("counter", None),
+        checksum_signal=table.text("checksum", None),
+    )
+    table.finish()
+    if override.algorithm != "none" and None in (override.counter_signal, override.checksum_signal):
+        raise table.error(f"{override.message}: algorithm {override.algorithm} needs counter and checksum")
+    return override
+
+
 @dataclass(frozen=True)
 class EdgeConfig:
     """Everything the edge agent needs to run."""
@@ -94,6 +122,7 @@ class EdgeConfig:
     buses: tuple[BusSettings, ...]
     mqtt: MqttSettings = MqttSettings()
     batch: BatchSettings = BatchSettings()
+    health_interval_s: float = 10.0
 
     @property
     def client_id(self) -> str:
@@ -123,6 +152,9 @@ class EdgeConfig:
             max_age_s=batch_table.number("max_age_s", BatchSettings.max_age_s, minimum=0.01),
         )
         batch_table.finish()
+        health = table.table("health")
+        health_interval_s = health.number("interval_s", cls.health_interval_s, minimum=0.1)
+        health.finish()
         buses = tuple(BusSettings.read(bus) for bus in table.tables("bus"))
         table.finish()
         if not buses:
@@ -130,4 +162,6 @@ class EdgeConfig:
         names = [bus.name for bus in buses]
         if len(set(names)) != len(names):
             raise ConfigError(f"{path}: bus names must be unique, got {names}")
-        return cls(vin=vin, fleet=fleet, buses=buses, mqtt=mqtt, batch=batch)
+        return cls(
+            vin=vin, fleet=fleet, buses=buses, mqtt=mqtt, batch=batch, health_interval_s=health_interval_s
+        )

@@ -1,44 +1,75 @@
-"""CAN frames in, VSS records out: decoding one bus with its DBC and mapping."""
+"""CAN frames in, checked values and VSS records out, for one bus.
+
+Two layers, so the ``roadwave decode`` tool and the agent share every check:
+
+* :class:`BusDecoder` decodes frames with the DBC, verifies checksums and rolling
+  counters, flags values outside the DBC range and tracks per-message timeouts.
+* :class:`FrameDecoder` adds the VSS mapping: it turns decoded frames into
+  :class:`~roadwave.contract.Record` objects whose samples carry their quality,
+  applies the overlay's publishing rules and emits stale samples on timeouts.
+
+Every frame and every sample is counted in :class:`DecodeStats`, whose counters
+reconcile exactly (see its docstring).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import statistics
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import can
 import cantools.database
 
+from edge.dbcload import load_dbc_files
+from edge.integrity import IntegritySpec, integrity_specs
 from edge.mapping import SampleValueError, SignalMapping, default_mapping_path, load_mapping
-from roadwave.contract import Record, Value
+from roadwave.contract import INTEGRITY, RANGE, STALE, Record, Value
 
 LOGGER = logging.getLogger(__name__)
 
+#: Timeout of a message = this factor x its cycle time (DBC ``GenMsgCycleTime`` or learned).
+DEFAULT_TIMEOUT_FACTOR = 3.0
+#: Intervals observed before a cycle time is learned for a message the DBC gives none.
+LEARN_INTERVALS = 8
+#: Counter jumps in a row after which a message's frames are treated as failing.
+MAX_COUNTER_JUMPS = 3
+#: How often (frame time) timeouts are looked for when no timeout is shorter.
+DEFAULT_CHECK_INTERVAL_NS = 100_000_000
 
-class DbcLoadError(ValueError):
-    """A DBC file could not be loaded; the message names the file and the cause."""
+Emit = Callable[[Record], None]
 
 
 @dataclass
 class DecodeStats:
-    """Counters of one bus's decoder.
+    """Counters of one bus, reconciling exactly::
 
-    ``frames_received == frames_decoded + frames_unknown + frames_malformed +
-    frames_ignored`` (error and remote frames are ignored) and
-    ``samples_decoded == samples_emitted + samples_throttled + samples_invalid``.
+        frames_received == frames_decoded + frames_unknown + frames_integrity_failed
+                           + frames_malformed + frames_ignored
+        samples_decoded + samples_stale == samples_emitted + samples_throttled + samples_invalid
+
+    Error and remote frames are ``ignored``. Frames that fail their checksum or
+    counter check are decoded, but counted as ``integrity_failed`` and their
+    samples flagged. ``samples_flagged`` counts emitted samples that are not good.
     """
 
     frames_received: int = 0
     frames_decoded: int = 0
     frames_unknown: int = 0
+    frames_integrity_failed: int = 0
     frames_malformed: int = 0
     frames_ignored: int = 0
+    counter_jumps: int = 0
+    timeouts: int = 0
     samples_decoded: int = 0
+    samples_stale: int = 0
     samples_emitted: int = 0
     samples_throttled: int = 0
     samples_invalid: int = 0
+    samples_flagged: int = 0
     unknown_ids: set[int] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, int]:
@@ -46,104 +77,279 @@ class DecodeStats:
         return {k: v for k, v in vars(self).items() if isinstance(v, int)}
 
 
-class _SampleGate:
-    """Applies a mapping's publishing rule (every frame, interval or on-change)."""
+@dataclass(frozen=True, slots=True)
+class DecodedFrame:
+    """One frame decoded with the DBC, with the outcome of its checks."""
 
-    __slots__ = ("mapping", "last_t_ns", "last_value")
+    t_ns: int
+    bus: str
+    message: cantools.database.can.Message
+    values: Mapping[str, float]  # physical values; choice signals as their number
+    problem: str | None = None  # why the frame failed its integrity check
+    out_of_range: frozenset[str] = frozenset()
 
-    def __init__(self, mapping: SignalMapping) -> None:
-        self.mapping = mapping
-        self.last_t_ns: int | None = None
-        self.last_value: Value | None = None
-
-    def admit(self, t_ns: int, value: Value) -> bool:
-        mapping = self.mapping
-        if mapping.on_change:
-            if self.last_t_ns is not None and value == self.last_value:
-                return False
-        elif self.last_t_ns is not None and t_ns - self.last_t_ns < mapping.interval_ns:
-            return False
-        self.last_t_ns, self.last_value = t_ns, value
-        return True
-
-
-def load_dbc(paths: Iterable[Path]) -> cantools.database.can.Database:
-    """Load one or more DBC files into one database."""
-    db = cantools.database.can.Database()
-    for path in paths:
-        try:
-            db.add_dbc_file(str(path))
-        except FileNotFoundError as exc:
-            raise DbcLoadError(f"{path}: DBC file not found") from exc
-        except (OSError, UnicodeDecodeError, cantools.database.UnsupportedDatabaseFormatError) as exc:
-            raise DbcLoadError(f"{path}: cannot load DBC: {exc}") from exc
-        except Exception as exc:  # cantools raises assorted errors on bad input
-            raise DbcLoadError(f"{path}: cannot load DBC: {type(exc).__name__}: {exc}") from exc
-    return db
+    @property
+    def labels(self) -> dict[str, str]:
+        """Value-table labels of the choice signals present in the frame."""
+        labels = {}
+        for name, value in self.values.items():
+            choices = self.message.get_signal_by_name(name).choices
+            if choices and int(value) == value and int(value) in choices:
+                labels[name] = str(choices[int(value)])
+        return labels
 
 
-class FrameDecoder:
-    """Decodes one bus's frames into :class:`Record` objects, counting every outcome.
+class _MessageState:
+    """What a bus decoder remembers about one DBC message."""
 
-    Only frames of messages with at least one mapped signal are decoded; frames of
-    other known messages count as decoded with no samples.
-    """
+    __slots__ = (
+        "message", "integrity", "limits", "last_counter", "counter_jumps", "last_t_ns",
+        "timeout_ns", "intervals", "stale",
+    )  # fmt: skip
 
     def __init__(
-        self, bus: str, db: cantools.database.can.Database, mappings: Iterable[SignalMapping]
+        self, message: cantools.database.can.Message, integrity: IntegritySpec | None, factor: float
+    ) -> None:
+        self.message = message
+        self.integrity = integrity
+        #: (signal, low, high) for signals with a declared range; half a step of slack.
+        self.limits = tuple(
+            (s.name, s.minimum - abs(s.scale) / 2, s.maximum + abs(s.scale) / 2)
+            for s in message.signals
+            if s.minimum is not None and s.maximum is not None and not s.choices
+        )
+        self.last_counter: int | None = None
+        self.counter_jumps = 0
+        self.last_t_ns: int | None = None
+        cycle = message.cycle_time
+        self.timeout_ns: int | None = round(cycle * factor * 1e6) if cycle else None
+        self.intervals: list[int] = []
+        self.stale = False
+
+
+def _frame_time_ns(frame: can.Message) -> int:
+    """The frame's timestamp in nanoseconds, kept at microsecond resolution."""
+    return round(frame.timestamp * 1_000_000) * 1000
+
+
+class BusDecoder:
+    """Decodes and checks the frames of one bus against its DBC database."""
+
+    def __init__(
+        self,
+        bus: str,
+        db: cantools.database.can.Database,
+        *,
+        integrity: Mapping[str, IntegritySpec] | None = None,
+        timeout_factor: float = DEFAULT_TIMEOUT_FACTOR,
     ) -> None:
         self.bus = bus
         self.stats = DecodeStats()
-        gates: dict[str, list[_SampleGate]] = {}
-        for mapping in mappings:
-            gates.setdefault(mapping.message, []).append(_SampleGate(mapping))
-        self._routes: dict[tuple[int, bool], tuple[cantools.database.can.Message, list[_SampleGate]]]
-        self._routes = {(m.frame_id, m.is_extended_frame): (m, gates.get(m.name, [])) for m in db.messages}
+        self._timeout_factor = timeout_factor
+        specs = integrity_specs(db) if integrity is None else integrity
+        self._states: dict[tuple[int, bool], _MessageState] = {
+            (m.frame_id, m.is_extended_frame): _MessageState(m, specs.get(m.name), timeout_factor)
+            for m in db.messages
+        }
+        timeouts = [s.timeout_ns for s in self._states.values() if s.timeout_ns]
+        self._check_interval_ns = min([DEFAULT_CHECK_INTERVAL_NS, *(t // 2 for t in timeouts)])
+        self._next_check_ns = 0
 
-    @classmethod
-    def from_files(cls, bus: str, dbc_paths: list[Path], mapping_path: Path | None) -> FrameDecoder:
-        """Build a decoder from DBC files and a mapping (default: beside the first DBC)."""
-        db = load_dbc(dbc_paths)
-        return cls(bus, db, load_mapping(mapping_path or default_mapping_path(dbc_paths[0]), db))
-
-    def decode(self, frame: can.Message) -> Record | None:
-        """Decode a frame; return its record, or None when nothing is to be published."""
+    def decode(self, frame: can.Message) -> DecodedFrame | None:
+        """Decode and check a frame; None for unknown, malformed, error and remote frames."""
         stats = self.stats
         stats.frames_received += 1
         if frame.is_error_frame or frame.is_remote_frame:
             stats.frames_ignored += 1
             return None
-        route = self._routes.get((frame.arbitration_id, frame.is_extended_id))
-        if route is None:
+        state = self._states.get((frame.arbitration_id, frame.is_extended_id))
+        if state is None:
             stats.frames_unknown += 1
             if frame.arbitration_id not in stats.unknown_ids:
                 stats.unknown_ids.add(frame.arbitration_id)
                 LOGGER.info("bus %s: frame id 0x%X is not in the DBC", self.bus, frame.arbitration_id)
             return None
-        message, gates = route
+        message = state.message
         try:
             values = cast(Mapping[str, float], message.decode(frame.data, decode_choices=False))  # type: ignore[arg-type]
         except Exception as exc:  # cantools raises DecodeError, bitstruct errors, ...
             stats.frames_malformed += 1
             LOGGER.debug("bus %s: %s (0x%X) malformed: %s", self.bus, message.name, frame.arbitration_id, exc)
             return None
-        stats.frames_decoded += 1
-        t_ns = round(frame.timestamp * 1_000_000) * 1000
+        t_ns = _frame_time_ns(frame)
+        self._track_timing(state, t_ns)
+        problem = self._check_integrity(state, frame.data, values) if state.integrity else None
+        if problem is None:
+            stats.frames_decoded += 1
+        else:
+            stats.frames_integrity_failed += 1
+        out_of_range = frozenset(
+            name
+            for name, low, high in state.limits
+            if (value := values.get(name)) is not None and not low <= value <= high
+        )
+        return DecodedFrame(t_ns, self.bus, message, values, problem, out_of_range)
+
+    def _track_timing(self, state: _MessageState, t_ns: int) -> None:
+        last = state.last_t_ns
+        state.last_t_ns = t_ns
+        state.stale = False
+        if state.timeout_ns is None and last is not None and t_ns > last:
+            state.intervals.append(t_ns - last)
+            if len(state.intervals) >= LEARN_INTERVALS:
+                state.timeout_ns = round(statistics.median(state.intervals) * self._timeout_factor)
+                state.intervals.clear()
+                self._check_interval_ns = min(self._check_interval_ns, state.timeout_ns // 2)
+
+    def _check_integrity(
+        self, state: _MessageState, data: bytes | bytearray, values: Mapping[str, float]
+    ) -> str | None:
+        spec = cast(IntegritySpec, state.integrity)
+        problem = None if spec.verify(data) else "checksum mismatch"
+        counter = int(values[spec.counter_signal])
+        last = state.last_counter
+        state.last_counter = counter
+        if last is None:
+            return problem
+        if counter == last:
+            return problem or "counter repeated"
+        if counter == (last + 1) % spec.counter_modulus:
+            state.counter_jumps = 0
+            return problem
+        self.stats.counter_jumps += 1
+        state.counter_jumps += 1
+        if state.counter_jumps >= MAX_COUNTER_JUMPS:
+            return problem or f"counter out of sequence {state.counter_jumps} times in a row"
+        return problem
+
+    def expire(self, now_ns: int) -> list[tuple[cantools.database.can.Message, int]]:
+        """Messages that timed out by ``now_ns``, each with the time it timed out, once each.
+
+        Cheap to call often: it only looks every few tens of milliseconds.
+        """
+        if now_ns < self._next_check_ns:
+            return []
+        self._next_check_ns = now_ns + self._check_interval_ns
+        expired = []
+        for state in self._states.values():
+            if state.stale or state.last_t_ns is None or state.timeout_ns is None:
+                continue
+            deadline = state.last_t_ns + state.timeout_ns
+            if deadline < now_ns:
+                state.stale = True
+                self.stats.timeouts += 1
+                expired.append((state.message, deadline))
+        return expired
+
+
+class _SampleGate:
+    """Applies a mapping's publishing rule (every frame, interval or on-change).
+
+    A change of quality is always published; after a timeout the next sample is
+    published at once.
+    """
+
+    __slots__ = ("mapping", "last_t_ns", "last_published", "last_value")
+
+    def __init__(self, mapping: SignalMapping) -> None:
+        self.mapping = mapping
+        self.last_t_ns: int | None = None
+        self.last_published: tuple[Value, str | None] | None = None
+        self.last_value: Value | None = None  # last decoded, published or not
+
+    def admit(self, t_ns: int, value: Value, quality: str | None) -> bool:
+        mapping = self.mapping
+        current = (value, quality)
+        if self.last_published is not None and current[1] == self.last_published[1]:
+            if mapping.on_change:
+                if value == self.last_published[0]:
+                    return False
+            elif self.last_t_ns is not None and t_ns - self.last_t_ns < mapping.interval_ns:
+                return False
+        self.last_t_ns, self.last_published = t_ns, current
+        return True
+
+
+class FrameDecoder:
+    """Turns one bus's frames into VSS records (see the module docstring)."""
+
+    def __init__(
+        self,
+        bus: str,
+        db: cantools.database.can.Database,
+        mappings: Iterable[SignalMapping],
+        **bus_options: Any,
+    ) -> None:
+        self.bus_decoder = BusDecoder(bus, db, **bus_options)
+        self.bus = bus
+        self.stats = self.bus_decoder.stats
+        self._gates: dict[str, list[_SampleGate]] = {}
+        for mapping in mappings:
+            self._gates.setdefault(mapping.message, []).append(_SampleGate(mapping))
+
+    @classmethod
+    def from_files(
+        cls, bus: str, dbc_paths: list[Path], mapping_path: Path | None, **bus_options: Any
+    ) -> FrameDecoder:
+        """Build a decoder from DBC files and a mapping (default: beside the first DBC)."""
+        db = load_dbc_files(dbc_paths).database
+        mappings = load_mapping(mapping_path or default_mapping_path(dbc_paths[0]), db)
+        return cls(bus, db, mappings, **bus_options)
+
+    def decode(self, frame: can.Message, emit: Emit) -> None:
+        """Decode a frame and ``emit`` its record, plus stale records of timed-out messages."""
+        decoded = self.bus_decoder.decode(frame)
+        if decoded is not None:
+            gates = self._gates.get(decoded.message.name)
+            if gates:
+                self._emit_samples(decoded, gates, emit)
+            now_ns = decoded.t_ns
+        else:
+            now_ns = _frame_time_ns(frame)
+        self.expire(now_ns, emit)
+
+    def expire(self, now_ns: int, emit: Emit) -> None:
+        """Emit stale samples for messages that timed out by ``now_ns`` (frame or wall time)."""
+        for message, deadline_ns in self.bus_decoder.expire(now_ns):
+            signals: dict[str, Value] = {}
+            for gate in self._gates.get(message.name, ()):
+                if gate.last_value is not None:
+                    signals[gate.mapping.vss_path] = gate.last_value
+                    gate.last_published = None  # publish the first fresh value at once
+            if signals:
+                count = len(signals)
+                self.stats.samples_stale += count
+                self.stats.samples_emitted += count
+                self.stats.samples_flagged += count
+                emit(Record(deadline_ns, self.bus, signals, dict.fromkeys(signals, STALE)))
+
+    def _emit_samples(self, decoded: DecodedFrame, gates: list[_SampleGate], emit: Emit) -> None:
+        stats = self.stats
+        frame_quality = INTEGRITY if decoded.problem else None
+        values, out_of_range = decoded.values, decoded.out_of_range
         signals: dict[str, Value] = {}
+        quality: dict[str, str] = {}
         for gate in gates:
-            raw = values.get(gate.mapping.signal)
+            mapping = gate.mapping
+            raw = values.get(mapping.signal)
             if raw is None:  # a multiplexed signal not in this frame
                 continue
             stats.samples_decoded += 1
             try:
-                value = gate.mapping.convert(raw)
+                value = mapping.convert(raw)
             except SampleValueError as exc:
                 stats.samples_invalid += 1
                 LOGGER.debug("bus %s: %s", self.bus, exc)
                 continue
-            if gate.admit(t_ns, value):
-                signals[gate.mapping.vss_path] = value
-            else:
+            gate.last_value = value
+            sample_quality = frame_quality or (RANGE if mapping.signal in out_of_range else None)
+            if not gate.admit(decoded.t_ns, value, sample_quality):
                 stats.samples_throttled += 1
-        stats.samples_emitted += len(signals)
-        return Record(t_ns, self.bus, signals) if signals else None
+                continue
+            signals[mapping.vss_path] = value
+            if sample_quality:
+                quality[mapping.vss_path] = sample_quality
+        if signals:
+            stats.samples_emitted += len(signals)
+            stats.samples_flagged += len(quality)
+            emit(Record(decoded.t_ns, self.bus, signals, quality))

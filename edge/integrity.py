@@ -9,7 +9,7 @@ checksum byte, in payload order. The simulator fills these in; the edge decoder 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ def _crc8_table(poly: int) -> tuple[int, ...]:
 _CRC8_J1850_TABLE = _crc8_table(0x1D)
 
 
-def crc8_sae_j1850(data: bytes) -> int:
+def crc8_sae_j1850(data: bytes | bytearray) -> int:
     """CRC-8 SAE J1850: polynomial 0x1D, init 0xFF, no reflection, final XOR 0xFF.
 
     The check value (CRC of ``b"123456789"``) is 0x4B.
@@ -44,7 +44,7 @@ def crc8_sae_j1850(data: bytes) -> int:
     return crc ^ 0xFF
 
 
-def xor8(data: bytes) -> int:
+def xor8(data: bytes | bytearray) -> int:
     """XOR of all bytes."""
     result = 0
     for byte in data:
@@ -52,20 +52,20 @@ def xor8(data: bytes) -> int:
     return result
 
 
-def sum8(data: bytes) -> int:
+def sum8(data: bytes | bytearray) -> int:
     """Sum of all bytes modulo 256."""
     return sum(data) & 0xFF
 
 
 #: ``RwChecksumAlgorithm`` attribute value -> checksum function over the protected bytes.
-CHECKSUM_ALGORITHMS: dict[str, Callable[[bytes], int]] = {
+CHECKSUM_ALGORITHMS: dict[str, Callable[[bytes | bytearray], int]] = {
     "crc8_sae_j1850": crc8_sae_j1850,
     "xor8": xor8,
     "sum8": sum8,
 }
 
 
-def _algorithm(name: str) -> Callable[[bytes], int]:
+def _algorithm(name: str) -> Callable[[bytes | bytearray], int]:
     try:
         return CHECKSUM_ALGORITHMS[name]
     except KeyError:
@@ -73,14 +73,14 @@ def _algorithm(name: str) -> Callable[[bytes], int]:
         raise ValueError(f"unknown checksum algorithm {name!r} (known: {known})") from None
 
 
-def frame_checksum(algorithm: str, payload: bytes, checksum_byte: int) -> int:
+def frame_checksum(algorithm: str, payload: bytes | bytearray, checksum_byte: int) -> int:
     """Checksum of ``payload`` with ``algorithm`` over every byte except ``checksum_byte``."""
     if not 0 <= checksum_byte < len(payload):
         raise ValueError(f"checksum byte {checksum_byte} is outside the {len(payload)}-byte payload")
     return _algorithm(algorithm)(payload[:checksum_byte] + payload[checksum_byte + 1 :])
 
 
-def verify_checksum(algorithm: str, payload: bytes, checksum_byte: int) -> bool:
+def verify_checksum(algorithm: str, payload: bytes | bytearray, checksum_byte: int) -> bool:
     """Whether the checksum byte of ``payload`` matches the other bytes."""
     return frame_checksum(algorithm, payload, checksum_byte) == payload[checksum_byte]
 
@@ -100,7 +100,7 @@ class IntegritySpec:
         """The checksum ``payload`` should carry."""
         return frame_checksum(self.algorithm, payload, self.checksum_byte)
 
-    def verify(self, payload: bytes) -> bool:
+    def verify(self, payload: bytes | bytearray) -> bool:
         """Whether the checksum byte of ``payload`` is correct."""
         return verify_checksum(self.algorithm, payload, self.checksum_byte)
 
@@ -168,5 +168,53 @@ def integrity_specs(database: cantools.database.can.Database) -> dict[str, Integ
             counter_modulus=1 << counter.length,
             checksum_signal=checksum.name,
             checksum_byte=_checksum_byte(message.name, checksum),
+        )
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrityOverride:
+    """A message's integrity settings given in the agent's configuration, not the DBC.
+
+    ``algorithm = "none"`` switches checking off for a message the DBC protects.
+    """
+
+    message: str
+    algorithm: str
+    counter_signal: str | None = None
+    checksum_signal: str | None = None
+
+
+def resolve_integrity(
+    database: cantools.database.can.Database, overrides: Sequence[IntegrityOverride]
+) -> dict[str, IntegritySpec]:
+    """The DBC's integrity settings with the configuration's overrides applied.
+
+    Raises ValueError naming the message or signal an override gets wrong.
+    """
+    specs = integrity_specs(database)
+    for override in overrides:
+        try:
+            message = database.get_message_by_name(override.message)
+        except KeyError:
+            raise ValueError(f"integrity override: no message {override.message!r} in the DBC") from None
+        if override.algorithm == "none":
+            specs.pop(message.name, None)
+            continue
+        _algorithm(override.algorithm)
+        if override.counter_signal is None or override.checksum_signal is None:
+            raise ValueError(f"integrity override of {message.name}: give counter and checksum signals")
+        names = {signal.name: signal for signal in message.signals}
+        for name in (override.counter_signal, override.checksum_signal):
+            if name not in names:
+                raise ValueError(f"integrity override of {message.name}: no signal {name!r}")
+        counter = names[override.counter_signal]
+        specs[message.name] = IntegritySpec(
+            message=message.name,
+            algorithm=override.algorithm,
+            counter_signal=counter.name,
+            counter_modulus=1 << counter.length,
+            checksum_signal=override.checksum_signal,
+            checksum_byte=_checksum_byte(message.name, names[override.checksum_signal]),
         )
     return specs

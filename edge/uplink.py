@@ -9,7 +9,16 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 
-from roadwave.contract import Record, TelemetryBatch, encode_telemetry, telemetry_topic
+from roadwave.contract import (
+    HEALTH,
+    AgentHealth,
+    Record,
+    TelemetryBatch,
+    encode_health,
+    encode_telemetry,
+    telemetry_topic,
+    vehicle_topic,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,6 +57,11 @@ class TelemetryUplink:
         self.stats.samples_sent += samples
         self.stats.payload_bytes += len(payload)
         self._collect_acks()
+
+    def publish_health(self, health: AgentHealth) -> paho.MQTTMessageInfo:
+        """Publish the agent's health report, retained, so a late subscriber sees the latest."""
+        topic = vehicle_topic(self._fleet, self._vin, HEALTH)
+        return self._client.publish(topic, encode_health(health), qos=1, retain=True)
 
     def _collect_acks(self) -> None:
         while self._pending and self._pending[0][0].is_published():

@@ -8,16 +8,19 @@ Topics::
 
     roadwave/v1/{fleet}/{vin}/telemetry     batches of decoded samples (QoS 1)
 
-Telemetry payload, schema version 1 (UTF-8 JSON, no NaN/Infinity)::
+Telemetry payload, schema version 2 (UTF-8 JSON, no NaN/Infinity)::
 
-    {"v": 1, "vin": "...", "fleet": "...", "seq": 7,
+    {"v": 2, "vin": "...", "fleet": "...", "seq": 7,
      "records": [{"t": 1763700000120000000, "bus": "can0",
-                  "s": {"Vehicle.Speed": 52.31, "Vehicle.ADAS.ABS.IsEngaged": false}}]}
+                  "s": {"Vehicle.Speed": 52.31, "Vehicle.ADAS.ABS.IsEngaged": false},
+                  "q": {"Vehicle.Speed": "range"}}]}
 
 ``t`` is the CAN frame's timestamp in integer nanoseconds since the Unix epoch;
-``s`` maps VSS paths from :data:`VSS_CATALOG` to values of the declared type.
-Keys a receiver does not know are ignored, so minor additions stay compatible;
-a different ``v`` is rejected.
+``s`` maps VSS paths from :data:`VSS_CATALOG` to values of the declared type;
+``q`` (optional) gives the quality of the samples that are not good, one of
+:data:`QUALITIES`. Version 1 is the same without ``q`` and is still accepted.
+Keys a receiver does not know are ignored, so additions that a receiver may
+safely ignore stay compatible; anything else gets a new ``v``.
 """
 
 from __future__ import annotations
@@ -25,15 +28,22 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-SCHEMA_VERSION: Final = 1
+#: The telemetry payload schema this side writes; :data:`ACCEPTED_VERSIONS` it reads.
+SCHEMA_VERSION: Final = 2
+ACCEPTED_VERSIONS: Final = frozenset({1, 2})
 TOPIC_ROOT: Final = "roadwave"
-TOPIC_VERSION: Final = f"v{SCHEMA_VERSION}"
+#: Version of the topic layout, independent of the payload schema.
+TOPIC_VERSION: Final = "v1"
 TELEMETRY: Final = "telemetry"
+HEALTH: Final = "health"
 #: What the cloud ingest subscribes to: every fleet's and vehicle's telemetry.
 TELEMETRY_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/{TOPIC_VERSION}/+/+/{TELEMETRY}"
+#: Every agent's health reports.
+HEALTH_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/{TOPIC_VERSION}/+/+/{HEALTH}"
+HEALTH_VERSION: Final = 1
 
 #: Largest telemetry payload accepted, in bytes.
 MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
@@ -48,6 +58,14 @@ FLEET_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BUS_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 Value = bool | int | float
+
+#: Sample qualities other than good: the message timed out (the value is the last
+#: one received), the frame failed its checksum or counter check, or the decoded
+#: value lies outside the range the DBC declares.
+STALE: Final = "stale"
+INTEGRITY: Final = "integrity"
+RANGE: Final = "range"
+QUALITIES: Final = (STALE, INTEGRITY, RANGE)
 
 
 class ContractError(ValueError):
@@ -183,9 +201,14 @@ def check_fleet(fleet: str) -> str:
     return fleet
 
 
+def vehicle_topic(fleet: str, vin: str, kind: str) -> str:
+    """Return the topic of one kind of a vehicle's messages (``telemetry``, ``health``)."""
+    return f"{TOPIC_ROOT}/{TOPIC_VERSION}/{check_fleet(fleet)}/{check_vin(vin)}/{kind}"
+
+
 def telemetry_topic(fleet: str, vin: str) -> str:
     """Return the topic a vehicle publishes its telemetry batches to."""
-    return f"{TOPIC_ROOT}/{TOPIC_VERSION}/{check_fleet(fleet)}/{check_vin(vin)}/{TELEMETRY}"
+    return vehicle_topic(fleet, vin, TELEMETRY)
 
 
 def parse_topic(topic: str) -> TopicAddress:
@@ -208,11 +231,16 @@ def parse_topic(topic: str) -> TopicAddress:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """The samples decoded from one CAN frame: frame time, source bus, VSS values."""
+    """The samples decoded from one CAN frame: frame time, source bus, VSS values.
+
+    ``quality`` names the samples that are not good and why (see :data:`QUALITIES`);
+    samples not in it are good.
+    """
 
     t_ns: int
     bus: str
     signals: dict[str, Value]
+    quality: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +265,12 @@ def encode_telemetry(batch: TelemetryBatch) -> bytes:
         "vin": batch.vin,
         "fleet": batch.fleet,
         "seq": batch.seq,
-        "records": [{"t": r.t_ns, "bus": r.bus, "s": r.signals} for r in batch.records],
+        "records": [
+            {"t": r.t_ns, "bus": r.bus, "s": r.signals, "q": r.quality}
+            if r.quality
+            else {"t": r.t_ns, "bus": r.bus, "s": r.signals}
+            for r in batch.records
+        ],
     }
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
 
@@ -255,7 +288,7 @@ def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
-def _decode_record(item: Any, index: int) -> Record:
+def _decode_record(item: Any, index: int, version: int) -> Record:
     where = f"record {index}"
     if not isinstance(item, dict):
         raise PayloadError(f"{where} is not an object")
@@ -272,7 +305,15 @@ def _decode_record(item: Any, index: int) -> Record:
         checked = {path: check_value(path, value) for path, value in signals.items()}
     except ContractError as exc:
         raise PayloadError(f"{where}: {exc}") from exc
-    return Record(t_ns, bus, checked)
+    quality = item.get("q", {}) if version >= 2 else {}
+    if not isinstance(quality, dict):
+        raise PayloadError(f"{where}: 'q' has the wrong type ({type(quality).__name__})")
+    for path, code in quality.items():
+        if path not in checked:
+            raise PayloadError(f"{where}: quality given for {path!r}, which has no sample")
+        if code not in QUALITIES:
+            raise PayloadError(f"{where}: quality {code!r} of {path} is not one of {', '.join(QUALITIES)}")
+    return Record(t_ns, bus, checked, quality)
 
 
 def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
@@ -299,8 +340,9 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
     if not isinstance(document, dict):
         raise PayloadError("payload is not a JSON object")
     version = _field(document, "v", int, "payload")
-    if version != SCHEMA_VERSION:
-        raise PayloadError(f"unsupported schema version {version}; this side understands {SCHEMA_VERSION}")
+    if version not in ACCEPTED_VERSIONS:
+        known = ", ".join(map(str, sorted(ACCEPTED_VERSIONS)))
+        raise PayloadError(f"unsupported schema version {version}; this side understands {known}")
     vin = _field(document, "vin", str, "payload")
     fleet = _field(document, "fleet", str, "payload")
     if (fleet, vin) != (address.fleet, address.vin):
@@ -311,5 +353,91 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
     items = _field(document, "records", list, "payload")
     if len(items) > MAX_RECORDS:
         raise PayloadError(f"payload has {len(items)} records, more than {MAX_RECORDS}")
-    records = [_decode_record(item, index) for index, item in enumerate(items)]
+    records = [_decode_record(item, index, version) for index, item in enumerate(items)]
     return TelemetryBatch(vin, fleet, seq, records)
+
+
+# --- agent health -----------------------------------------------------------------
+
+COUNTER_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHealth:
+    """An edge agent's counters, published retained on ``.../{vin}/health`` (QoS 1).
+
+    ``buses`` maps each bus name to its decoding counters, ``uplink`` holds the
+    MQTT counters; ``t_ns`` is the agent's wall-clock time of the report.
+    """
+
+    vin: str
+    fleet: str
+    t_ns: int
+    uptime_s: float
+    buses: dict[str, dict[str, int]]
+    uplink: dict[str, int]
+
+
+def encode_health(health: AgentHealth) -> bytes:
+    """Serialise an agent health report."""
+    document = {
+        "v": HEALTH_VERSION,
+        "vin": health.vin,
+        "fleet": health.fleet,
+        "t": health.t_ns,
+        "uptime_s": health.uptime_s,
+        "buses": health.buses,
+        "uplink": health.uplink,
+    }
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _counters(value: Any, where: str) -> dict[str, int]:
+    if not isinstance(value, dict) or len(value) > 64:
+        raise PayloadError(f"{where}: expected an object of at most 64 counters")
+    for name, count in value.items():
+        if not COUNTER_NAME.fullmatch(name):
+            raise PayloadError(f"{where}: invalid counter name {name!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise PayloadError(f"{where}: counter {name} must be a non-negative integer")
+    return value
+
+
+def decode_health(topic: str, payload: bytes) -> AgentHealth:
+    """Parse and validate an agent health report received on ``topic``.
+
+    Raises:
+        PayloadError: naming what is wrong.
+    """
+    try:
+        address = parse_topic(topic)
+    except TopicError as exc:
+        raise PayloadError(str(exc)) from exc
+    if address.kind != HEALTH:
+        raise PayloadError(f"topic {topic!r} is not a health topic")
+    if len(payload) > 64 * 1024:
+        raise PayloadError(f"health report of {len(payload)} bytes exceeds 65536")
+    try:
+        document = json.loads(payload, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"health report is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PayloadError("health report is not a JSON object")
+    if _field(document, "v", int, "health") != HEALTH_VERSION:
+        raise PayloadError(
+            f"unsupported health version {document['v']}; this side understands {HEALTH_VERSION}"
+        )
+    vin, fleet = _field(document, "vin", str, "health"), _field(document, "fleet", str, "health")
+    if (fleet, vin) != (address.fleet, address.vin):
+        raise PayloadError(f"health report names fleet {fleet!r} VIN {vin!r} but came on {topic!r}")
+    buses = _field(document, "buses", dict, "health")
+    if len(buses) > 32 or not all(isinstance(b, str) and BUS_PATTERN.fullmatch(b) for b in buses):
+        raise PayloadError("health: at most 32 buses with valid names")
+    return AgentHealth(
+        vin=vin,
+        fleet=fleet,
+        t_ns=_field(document, "t", int, "health"),
+        uptime_s=float(_field(document, "uptime_s", (int, float), "health")),
+        buses={name: _counters(counters, f"health bus {name}") for name, counters in buses.items()},
+        uplink=_counters(_field(document, "uplink", dict, "health"), "health uplink"),
+    )

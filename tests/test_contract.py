@@ -73,6 +73,24 @@ def test_encode_decode_round_trip_keeps_types_and_values() -> None:
     assert type(gear) is int
 
 
+def test_quality_round_trips_and_is_omitted_when_all_good() -> None:
+    flagged = Record(
+        T0, "can0", {"Vehicle.Speed": 400.0, "Vehicle.ADAS.ABS.IsEngaged": True}, {"Vehicle.Speed": "range"}
+    )
+    good = Record(T0 + 1, "can0", {"Vehicle.Speed": 40.0})
+    payload = encode_telemetry(TelemetryBatch(VIN, "demo", 0, [flagged, good]))
+    assert [("q" in r) for r in json.loads(payload)["records"]] == [True, False]
+    assert decode_telemetry(TOPIC, payload).records == [flagged, good]
+
+
+def test_version_1_payloads_are_still_accepted_and_their_q_ignored() -> None:
+    document = good_document()
+    document["v"] = 1
+    document["records"][0]["q"] = {"Vehicle.Speed": "whatever"}
+    (record,) = decode_telemetry(TOPIC, payload(document)).records
+    assert record.quality == {}
+
+
 def test_unknown_keys_are_ignored_for_forward_compatibility() -> None:
     document = good_document()
     document["future"] = {"x": 1}
@@ -83,7 +101,10 @@ def test_unknown_keys_are_ignored_for_forward_compatibility() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(v=2), "unsupported schema version 2"),
+        (lambda d: d.update(v=3), "unsupported schema version 3"),
+        (lambda d: d["records"][0].update(q=[]), "'q' has the wrong type"),
+        (lambda d: d["records"][0].update(q={"Vehicle.Speed": "bad"}), "quality 'bad' of Vehicle.Speed"),
+        (lambda d: d["records"][0].update(q={"Vehicle.TraveledDistance": "stale"}), "which has no sample"),
         (lambda d: d.pop("vin"), "missing 'vin'"),
         (lambda d: d.update(vin="RWDEM000000000002"), "was published on"),
         (lambda d: d.update(seq=-1), "negative seq"),

@@ -8,7 +8,10 @@ import can
 import cantools
 import pytest
 
-from edge.decoder import DbcLoadError, FrameDecoder, load_dbc
+from edge.dbcload import DbcLoadError, load_dbc_files
+from edge.decoder import BusDecoder, FrameDecoder
+from edge.integrity import IntegrityOverride, integrity_specs, resolve_integrity
+from roadwave.contract import Record
 
 REPO = Path(__file__).resolve().parents[1]
 DBC = REPO / "dbc" / "roadwave_car.dbc"
@@ -20,20 +23,50 @@ def db() -> cantools.database.can.Database:
     return cantools.database.load_file(DBC)
 
 
+class Collecting:
+    """A FrameDecoder plus the records it emitted."""
+
+    def __init__(self, **options) -> None:
+        self.decoder = FrameDecoder.from_files("can0", [DBC], None, **options)
+        self.stats = self.decoder.stats
+        self.records: list[Record] = []
+
+    def decode(self, msg: can.Message) -> Record | None:
+        """Decode one frame; return the record of that frame (stale records stay in .records)."""
+        before = len(self.records)
+        self.decoder.decode(msg, self.records.append)
+        own = [r for r in self.records[before:] if r.t_ns == round(msg.timestamp * 1e6) * 1000]
+        return own[0] if own else None
+
+
 @pytest.fixture
-def decoder() -> FrameDecoder:
-    return FrameDecoder.from_files("can0", [DBC], None)
+def decoder() -> Collecting:
+    return Collecting()
 
 
-def frame(db, name: str, values: dict, t: float = T0) -> can.Message:
+def frame(db, name: str, values: dict, t: float = T0, *, corrupt: bool = False) -> can.Message:
+    """A frame of message ``name``; protected messages get a correct checksum unless ``corrupt``."""
     message = db.get_message_by_name(name)
+    data = bytearray(message.encode(values, strict=False))
+    spec = integrity_specs(db).get(name)
+    if spec is not None:
+        data[spec.checksum_byte] = spec.checksum(bytes(data)) ^ (0x5A if corrupt else 0)
     return can.Message(
         arbitration_id=message.frame_id,
         is_extended_id=message.is_extended_frame,
         is_fd=message.is_fd,
-        data=message.encode(values, strict=False),
+        data=bytes(data),
         timestamp=t,
     )
+
+
+def speed(db, i: int, t: float, value: float = 50.0, counter: int | None = None, **kw) -> can.Message:
+    values = {
+        "VehicleSpeed": value,
+        "ESP_Speed_Counter": i % 16 if counter is None else counter,
+        "ESP_Speed_Checksum": 0,
+    }
+    return frame(db, "ESP_Speed", values, t, **kw)
 
 
 def test_standard_frame_becomes_a_record_with_frame_time(db, decoder) -> None:
@@ -147,15 +180,103 @@ def test_stats_reconcile(db, decoder) -> None:
         decoder.decode(frame(db, "BRK_Status", values | counters, T0 + i * 0.02))
     decoder.decode(can.Message(arbitration_id=0x123, data=b"", timestamp=T0))
     s = decoder.stats
-    assert s.frames_received == s.frames_decoded + s.frames_unknown + s.frames_malformed + s.frames_ignored
-    assert s.samples_decoded == s.samples_emitted + s.samples_throttled + s.samples_invalid
+    assert s.frames_received == (
+        s.frames_decoded
+        + s.frames_unknown
+        + s.frames_integrity_failed
+        + s.frames_malformed
+        + s.frames_ignored
+    )
+    assert s.samples_decoded + s.samples_stale == s.samples_emitted + s.samples_throttled + s.samples_invalid
     assert s.samples_decoded == 90
 
 
 def test_missing_or_broken_dbc_is_a_clear_error(tmp_path) -> None:
-    with pytest.raises(DbcLoadError, match="DBC file not found"):
-        load_dbc([tmp_path / "absent.dbc"])
+    with pytest.raises(DbcLoadError, match="absent.dbc"):
+        load_dbc_files([tmp_path / "absent.dbc"])
     broken = tmp_path / "broken.dbc"
     broken.write_text('VERSION ""\nBO_ 100 M: 8 X\n SG_ S : 0|8@1+ (1,0) [0|1] "" Y\nBO_ oops\n')
     with pytest.raises(DbcLoadError, match="broken.dbc"):
-        load_dbc([broken])
+        load_dbc_files([broken])
+
+
+def test_checksum_failure_is_counted_and_flags_every_sample(db, decoder) -> None:
+    decoder.decode(speed(db, 0, T0))
+    record = decoder.decode(speed(db, 1, T0 + 0.2, value=80.0, corrupt=True))
+    assert record.signals == {"Vehicle.Speed": pytest.approx(80.0)}
+    assert record.quality == {"Vehicle.Speed": "integrity"}
+    assert (decoder.stats.frames_decoded, decoder.stats.frames_integrity_failed) == (1, 1)
+    assert decoder.stats.samples_flagged == 1
+
+
+def test_repeated_counter_fails_single_jumps_are_tolerated_three_in_a_row_fail(db, decoder) -> None:
+    counters = [0, 1, 1, 3, 4, 6, 8, 10, 11]
+    records = [decoder.decode(speed(db, 0, T0 + i * 0.2, counter=c)) for i, c in enumerate(counters)]
+    flags = [r.quality.get("Vehicle.Speed") for r in records]
+    # 1->1 repeats; 1->3 jumps once (tolerated); 4->6, 6->8, 8->10 is the third jump in a row.
+    assert flags == [None, None, "integrity", None, None, None, None, "integrity", None]
+    assert decoder.stats.counter_jumps == 4
+    assert decoder.stats.frames_integrity_failed == 2
+
+
+def test_values_outside_the_dbc_range_are_flagged(db, decoder) -> None:
+    values = {"LongitudinalAccel": 1.0, "LateralAccel": 25.0, "YawRate": 3.0, "ESP_Dynamics_Counter": 0,
+              "ESP_Dynamics_Checksum": 0}  # fmt: skip
+    record = decoder.decode(frame(db, "ESP_Dynamics", values))
+    assert record.quality == {"Vehicle.Acceleration.Lateral": "range"}
+    assert record.signals["Vehicle.Acceleration.Lateral"] == pytest.approx(25.0)
+    assert decoder.stats.frames_decoded == 1
+
+
+def test_timeout_emits_stale_last_values_once_and_the_next_value_at_once(db, decoder) -> None:
+    for i in range(5):  # ESP_Speed every 10 ms: timeout 30 ms
+        decoder.decode(speed(db, i, T0 + i * 0.01, value=60.0 + i))
+    engine = {"EngineSpeed": 900, "AcceleratorPedal": 0, "GearSelected": 3, "GearCurrent": 1}
+    decoder.decode(frame(db, "ENG_Status", engine, T0 + 0.5))
+    decoder.decode(frame(db, "ENG_Status", engine, T0 + 0.6))
+    stale = [r for r in decoder.records if r.quality.get("Vehicle.Speed") == "stale"]
+    assert len(stale) == 1 and decoder.stats.timeouts >= 1
+    (record,) = stale
+    assert record.t_ns == round((T0 + 0.04) * 1e6) * 1000 + 30_000_000
+    assert record.signals["Vehicle.Speed"] == pytest.approx(64.0)
+    resumed = decoder.decode(speed(db, 5, T0 + 0.605, value=70.0))  # within 100 ms of the last sample
+    assert resumed.signals == {"Vehicle.Speed": pytest.approx(70.0)} and resumed.quality == {}
+    s = decoder.stats
+    assert s.samples_decoded + s.samples_stale == s.samples_emitted + s.samples_throttled + s.samples_invalid
+
+
+def test_a_cycle_time_missing_from_the_dbc_is_learned(tmp_path) -> None:
+    dbc = tmp_path / "plain.dbc"
+    dbc.write_text('VERSION ""\nBU_: A\nBO_ 256 Plain: 2 A\n SG_ Level : 0|8@1+ (1,0) [0|255] "" A\n')
+    bus = BusDecoder("can0", load_dbc_files([dbc]).database)
+    message = bus._states[(256, False)].message
+    for i in range(9):  # eight 20 ms intervals
+        bus.decode(
+            can.Message(arbitration_id=256, is_extended_id=False, data=b"\x01\x00", timestamp=T0 + i * 0.02)
+        )
+    assert bus.expire(round((T0 + 0.16 + 0.05) * 1e9)) == []  # 50 ms < 3 x 20 ms
+    assert bus.expire(round((T0 + 0.16 + 0.5) * 1e9)) == [
+        (message, round((T0 + 0.16) * 1e6) * 1000 + 60_000_000)
+    ]
+
+
+def test_labels_are_kept_beside_the_raw_value(db) -> None:
+    bus = BusDecoder("can0", db)
+    engine = {"EngineSpeed": 900, "AcceleratorPedal": 0, "GearSelected": "R", "GearCurrent": -1}
+    decoded = bus.decode(frame(db, "ENG_Status", engine))
+    assert decoded.values["GearSelected"] == 1 and decoded.labels == {"GearSelected": "R"}
+
+
+def test_integrity_overrides_switch_off_or_change_algorithms(db) -> None:
+    off = resolve_integrity(db, [IntegrityOverride("ESP_Speed", "none")])
+    assert "ESP_Speed" not in off and "BRK_Status" in off
+    assert BusDecoder("can0", db, integrity=off).decode(speed(db, 0, T0, corrupt=True)).problem is None
+    xor = resolve_integrity(
+        db, [IntegrityOverride("ESP_Speed", "xor8", "ESP_Speed_Counter", "ESP_Speed_Checksum")]
+    )
+    assert xor["ESP_Speed"].algorithm == "xor8"
+    assert BusDecoder("can0", db, integrity=xor).decode(speed(db, 0, T0)).problem == "checksum mismatch"
+    with pytest.raises(ValueError, match="must be 8 bits on a byte boundary"):
+        resolve_integrity(db, [IntegrityOverride("ENG_Status", "xor8", "GearCurrent", "EngineSpeed")])
+    with pytest.raises(ValueError, match="no message 'Nope'"):
+        resolve_integrity(db, [IntegrityOverride("Nope", "none")])

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from roadwave import __version__
 
-SUBCOMMANDS = ("sim", "edge", "cloud", "demo")
+SUBCOMMANDS = ("sim", "edge", "decode", "record", "cloud", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

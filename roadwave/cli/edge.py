@@ -12,9 +12,6 @@ from typing import Any
 
 from edge.agent import BusOpenError, EdgeAgent
 from edge.config import EdgeConfig
-from edge.decoder import DbcLoadError
-from edge.mapping import MappingError
-from roadwave.configfile import ConfigError
 from roadwave.mqtt import MqttConnectError
 
 
@@ -41,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the agent until its logs are replayed or it receives SIGINT/SIGTERM."""
     try:
         agent = EdgeAgent(EdgeConfig.load(args.config))
-    except (ConfigError, DbcLoadError, MappingError) as exc:
+    except ValueError as exc:  # ConfigError, DbcLoadError, MappingError, integrity overrides
         print(f"roadwave edge: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
