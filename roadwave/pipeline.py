@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from cloud.influx import InfluxClient, InfluxSettings
-from cloud.schema import TELEMETRY_MEASUREMENT
+from cloud.schema import FLAGGED_MEASUREMENT, TELEMETRY_MEASUREMENT
 from roadwave.sim.fleet import DEFAULT_DBC, CandumpLogSink, FleetSimulator, SimConfig, TruthJsonlSink, run
 
 Progress = Callable[[str], None]
@@ -169,8 +169,9 @@ class Pipeline:
         return reports
 
     def stored_samples(self) -> int:
-        """Number of field values in the telemetry measurement."""
-        rows = self.influx.query(f'SELECT COUNT(*) FROM "{TELEMETRY_MEASUREMENT}"')
+        """Number of field values stored, good and flagged."""
+        measurements = f'"{TELEMETRY_MEASUREMENT}", "{FLAGGED_MEASUREMENT}"'
+        rows = self.influx.query(f"SELECT COUNT(*) FROM {measurements}")
         return sum(v for row in rows for k, v in row.items() if k.startswith("count_") and v)
 
     def wait_stored(self, expected: int, timeout_s: float = 120.0) -> int:

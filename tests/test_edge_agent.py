@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+import can
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -15,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.agent import BusOpenError, EdgeAgent
 from edge.config import BatchSettings, BusSettings, EdgeConfig
 from roadwave import REFERENCE_DBC
-from roadwave.contract import decode_telemetry, telemetry_topic
+from roadwave.contract import AgentHealth, decode_health, decode_telemetry, telemetry_topic, vehicle_topic
 from roadwave.mqtt import MqttSettings
 from roadwave.sim.fleet import FleetSimulator, SimConfig, stream_to_buses
 
@@ -103,3 +104,48 @@ def test_cli_reports_config_errors_with_exit_status_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "invalid VIN 'SHORT'" in result.stderr and str(config) in result.stderr
+
+
+@pytest.mark.integration
+def test_replay_reports_reconciled_counters_and_leaves_retained_health(mosquitto, tmp_path) -> None:
+    sim = FleetSimulator(SimConfig(vehicles=1, duration_s=3.0, seed=8))
+    (vin,) = sim.vins
+    log = tmp_path / "drive.log"
+    with can.Logger(log) as writer:
+        for frame in sim:
+            writer.on_message_received(frame.message)
+    config = EdgeConfig(
+        vin=vin,
+        fleet="health",
+        buses=(BusSettings(name="can0", dbc=(REFERENCE_DBC,), log=log),),
+        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
+        health_interval_s=0.1,
+    )
+    report = EdgeAgent(config).run(threading.Event())
+    bus = report.buses["can0"]
+    assert bus["frames_received"] == bus["frames_decoded"] == 3 * 480
+    assert bus["samples_decoded"] + bus["samples_stale"] == (
+        bus["samples_emitted"] + bus["samples_throttled"] + bus["samples_invalid"]
+    )
+    assert report.uplink["samples_sent"] == bus["samples_emitted"] == report.uplink["samples_acked"]
+
+    received: list[AgentHealth] = []
+    got = threading.Event()
+
+    def on_message(_client, _userdata, message) -> None:
+        received.append(decode_health(message.topic, message.payload))
+        got.set()
+
+    late = paho.Client(CallbackAPIVersion.VERSION2, client_id="late-subscriber")
+    late.on_message = on_message
+    late.connect(mosquitto.host, mosquitto.port)
+    late.subscribe(vehicle_topic("health", vin, "health"), qos=1)
+    late.loop_start()
+    try:
+        assert got.wait(10), "no retained health report"
+    finally:
+        late.loop_stop()
+        late.disconnect()
+    (health,) = received
+    assert health.vin == vin and health.buses == report.buses
+    assert health.uplink["samples_acked"] == report.uplink["samples_acked"]

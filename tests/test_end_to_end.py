@@ -25,6 +25,7 @@ from roadwave.contract import (
     decode_telemetry,
     telemetry_topic,
 )
+from cloud.schema import FLAGGED_MEASUREMENT, TELEMETRY_MEASUREMENT
 from roadwave.pipeline import DEFAULT_DBC, Endpoints, Pipeline
 
 pytestmark = pytest.mark.integration
@@ -37,10 +38,10 @@ Key = tuple[str, str, int, str]  # vin, bus, t_ns, VSS path
 
 
 class Tap:
-    """An independent subscriber that keeps every telemetry sample it sees."""
+    """An independent subscriber that keeps every telemetry sample it sees, with its quality."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.samples: dict[Key, object] = {}
+        self.samples: dict[Key, tuple[object, str | None]] = {}
         self.sample_count = 0
         self.rejected = 0
         self._lock = threading.Lock()
@@ -62,7 +63,8 @@ class Tap:
         with self._lock:
             for record in batch.records:
                 for path, value in record.signals.items():
-                    self.samples[(batch.vin, record.bus, record.t_ns, path)] = value
+                    key = (batch.vin, record.bus, record.t_ns, path)
+                    self.samples[key] = (value, record.quality.get(path))
                     self.sample_count += 1
 
     def close(self) -> None:
@@ -70,24 +72,35 @@ class Tap:
         self.client.disconnect()
 
 
-def stored_samples(pipeline: Pipeline, fleet: str) -> dict[Key, object]:
-    rows = pipeline.influx.query(f"SELECT * FROM telemetry WHERE fleet = '{fleet}'")
-    tags = {"time", "vin", "bus", "fleet"}
-    return {
-        (row["vin"], row["bus"], row["time"], path): value
-        for row in rows
-        for path, value in row.items()
-        if path not in tags and value is not None
-    }
+def stored_samples(pipeline: Pipeline, fleet: str) -> dict[Key, tuple[object, str | None]]:
+    """Everything InfluxDB holds for the fleet: good samples and flagged ones with their quality."""
+    tags = {"time", "vin", "bus", "fleet", "quality"}
+    stored: dict[Key, tuple[object, str | None]] = {}
+    for measurement in (TELEMETRY_MEASUREMENT, FLAGGED_MEASUREMENT):
+        for row in pipeline.influx.query(f"SELECT * FROM {measurement} WHERE fleet = '{fleet}'"):
+            for path, value in row.items():
+                if path not in tags and value is not None:
+                    key = (row["vin"], row["bus"], row["time"], path)
+                    assert key not in stored, f"{key} stored twice"
+                    stored[key] = (value, row.get("quality"))
+    return stored
 
 
 def inject_bad_frames(log: Path) -> int:
-    """Append frames the agent must count and skip: unknown IDs and a truncated ESP_Speed."""
-    last_t = float(log.read_text().splitlines()[-1].split()[0].strip("()"))
+    """Append frames the agent must count and flag or skip, after a gap that times out messages.
+
+    A second later: unknown IDs, a truncated ESP_Speed, a BRK_Status with a wrong
+    checksum, and one good ENG_Status whose frame time reveals that every other
+    message went silent.
+    """
+    last_line = log.read_text().splitlines()[-1]
+    t = float(last_line.split()[0].strip("()")) + 1.0
     lines = [
-        f"({last_t + 0.0001:.6f}) can0 {UNKNOWN_ID:03X}#0102030405060708",
-        f"({last_t + 0.0002:.6f}) can0 {UNKNOWN_ID:03X}#01",
-        f"({last_t + 0.0003:.6f}) can0 0A0#0102",
+        f"({t:.6f}) can0 {UNKNOWN_ID:03X}#0102030405060708",
+        f"({t + 0.0001:.6f}) can0 {UNKNOWN_ID:03X}#01",
+        f"({t + 0.0002:.6f}) can0 0A0#0102",
+        f"({t + 0.0003:.6f}) can0 0C0#00012A2A2A000000",  # checksum 0x00 is wrong for this payload
+        f"({t + 0.0004:.6f}) can0 100#840D002300000000",  # 865 rpm, D, 2nd gear
     ]
     with log.open("a") as file:
         file.write("\n".join(lines) + "\n")
@@ -118,19 +131,21 @@ def test_every_published_sample_lands_once_with_frame_time_and_true_value(pipeli
     finally:
         tap.close()
 
-    # The agents: every frame accounted for, only the injected ones skipped.
+    # The agents: every frame accounted for; the injected ones skipped or flagged.
     assert sim.frames == VEHICLES * DURATION_S * 480
     by_vin = {report["vin"]: report for report in reports}
     assert set(by_vin) == set(sim.logs)
     for vin, report in by_vin.items():
         bus = report["buses"]["can0"]
-        expected_bad = bad_frames if vin == first_vin else 0
-        assert bus["frames_received"] == DURATION_S * 480 + expected_bad
-        assert bus["frames_unknown"] == (2 if vin == first_vin else 0)
-        assert bus["frames_malformed"] == (1 if vin == first_vin else 0)
-        assert bus["frames_decoded"] == DURATION_S * 480
+        injected = vin == first_vin
+        assert bus["frames_received"] == DURATION_S * 480 + (bad_frames if injected else 0)
+        assert bus["frames_unknown"] == (2 if injected else 0)
+        assert bus["frames_malformed"] == (1 if injected else 0)
+        assert bus["frames_integrity_failed"] == (1 if injected else 0)
+        assert bus["frames_decoded"] == DURATION_S * 480 + (1 if injected else 0)
+        assert bus["timeouts"] == (11 if injected else 0)  # every message, after the gap
         assert (
-            bus["samples_decoded"]
+            bus["samples_decoded"] + bus["samples_stale"]
             == bus["samples_emitted"] + bus["samples_throttled"] + bus["samples_invalid"]
         )
         assert bus["samples_invalid"] == 0
@@ -143,14 +158,37 @@ def test_every_published_sample_lands_once_with_frame_time_and_true_value(pipeli
     assert letter.payload == poison and "missing 'fleet'" in letter.reason
     assert ingest["samples_written"] == published
 
-    # What was published is exactly what is stored: present once, nothing extra.
+    # What was published is exactly what is stored, with its quality: once, nothing extra.
     stored = stored_samples(pipeline, "e2e")
     assert tap.rejected == 1
     assert tap.sample_count == published == len(tap.samples)  # no two samples share a key
     assert stored == tap.samples
 
-    # Stored values are the simulator's physical values at the frames' own timestamps.
-    compare_with_ground_truth(stored, sim.truth)
+    # Good samples are the simulator's physical values at the frames' own timestamps;
+    # flagged ones are only the injected vehicle's, each for its reason.
+    end_ns = round((START + DURATION_S) * 1e9)
+    good = {key: value for key, (value, quality) in stored.items() if quality is None and key[2] < end_ns}
+    expectations = compare_with_ground_truth(good, sim.truth)
+    after_gap = {
+        key[3]: value for key, (value, quality) in stored.items() if quality is None and key[2] >= end_ns
+    }
+    assert after_gap == {
+        "Vehicle.Powertrain.CombustionEngine.Speed": 865,
+        "Vehicle.Chassis.Accelerator.PedalPosition": 0,
+        "Vehicle.Powertrain.Transmission.SelectedGear": 127,
+        "Vehicle.Powertrain.Transmission.CurrentGear": 2,
+    }
+    flagged = {key: pair for key, pair in stored.items() if pair[1] is not None}
+    assert {key[0] for key in flagged} == {first_vin}
+    assert {key[3] for key, (_, q) in flagged.items() if q == "integrity"} == {
+        "Vehicle.Chassis.Brake.PedalPosition",
+        "Vehicle.Chassis.Brake.Pressure",
+        "Vehicle.ADAS.ABS.IsEngaged",
+    }
+    stale = {key: value for key, (value, quality) in flagged.items() if quality == "stale"}
+    assert sorted(key[3] for key in stale) == sorted(expectations.paths)  # each path once
+    for key, value in stale.items():
+        expectations.check_stale(key, value)
 
 
 # Independent of edge.mapping/edge.units on purpose: the expected values are computed here.
@@ -184,31 +222,56 @@ class Expectation:
         return abs(self.signal.scale * self.factor) + rounding + 1e-9
 
 
-def compare_with_ground_truth(stored: dict[Key, object], truth_path: Path) -> None:
-    db = cantools.database.load_file(DEFAULT_DBC)
-    overlay = yaml.safe_load(DEFAULT_DBC.with_suffix(".vss.yaml").read_text())
-    by_signal: dict[str, list[Expectation]] = {}
-    for path, entry in overlay.items():
-        name = entry["dbc2vss"]["signal"]
-        (signal,) = [s for m in db.messages for s in m.signals if s.name == name]
-        by_signal.setdefault(name, []).append(Expectation(path, entry, signal))
-    expected: dict[Key, Expectation] = {}
-    truths: dict[Key, object] = {}
-    with truth_path.open() as file:
-        for line in file:
-            frame = json.loads(line)
-            t_ns = round(frame["t"] * 1_000_000) * 1000
-            for name, value in frame["values"].items():
-                for expectation in by_signal.get(name, []):
-                    key = (frame["vin"], frame["bus"], t_ns, expectation.path)
-                    expected[key], truths[key] = expectation, value
+class GroundTruth:
+    """The simulator's frames, turned into the VSS samples the test expects."""
+
+    def __init__(self, truth_path: Path) -> None:
+        db = cantools.database.load_file(DEFAULT_DBC)
+        overlay = yaml.safe_load(DEFAULT_DBC.with_suffix(".vss.yaml").read_text())
+        self.paths = set(overlay)
+        by_signal: dict[str, list[Expectation]] = {}
+        self.cycle_ns: dict[str, int] = {}
+        self.message_of: dict[str, str] = {}
+        for path, entry in overlay.items():
+            name = entry["dbc2vss"]["signal"]
+            ((message, signal),) = [(m, s) for m in db.messages for s in m.signals if s.name == name]
+            by_signal.setdefault(name, []).append(Expectation(path, entry, signal))
+            self.cycle_ns[path] = message.cycle_time * 1_000_000
+            self.message_of[path] = message.name
+        self.samples: dict[Key, tuple[Expectation, object]] = {}
+        self.last: dict[tuple[str, str], tuple[Expectation, object]] = {}
+        self.last_frame_ns: dict[tuple[str, str], int] = {}
+        with truth_path.open() as file:
+            for line in file:
+                frame = json.loads(line)
+                t_ns = round(frame["t"] * 1_000_000) * 1000
+                self.last_frame_ns[(frame["vin"], frame["message"])] = t_ns
+                for name, value in frame["values"].items():
+                    for expectation in by_signal.get(name, []):
+                        key = (frame["vin"], frame["bus"], t_ns, expectation.path)
+                        self.samples[key] = (expectation, value)
+                        self.last[(frame["vin"], expectation.path)] = (expectation, value)
+
+    def check(self, key: Key, value: object, expectation: Expectation, truth: object) -> None:
+        expected = expectation.value(truth)
+        assert abs(value - expected) <= expectation.tolerance(), (key, value, expected)
+        assert type(value) is type(expected) or {type(value), type(expected)} <= {int, float}, (key, value)
+
+    def check_stale(self, key: Key, value: object) -> None:
+        """A stale sample: the last value sent, at the message's last frame time + 3 cycle times."""
+        vin, _, t_ns, path = key
+        expectation, truth = self.last[(vin, path)]
+        last_t_ns = self.last_frame_ns[(vin, self.message_of[path])]
+        assert t_ns == last_t_ns + 3 * self.cycle_ns[path], (key, last_t_ns)
+        self.check(key, value, expectation, truth)
+
+
+def compare_with_ground_truth(stored: dict[Key, object], truth_path: Path) -> GroundTruth:
+    truth = GroundTruth(truth_path)
     assert stored, "nothing stored"
-    missing = [key for key in stored if key not in expected]
+    missing = [key for key in stored if key not in truth.samples]
     assert not missing, f"{len(missing)} stored samples have no frame at that time, e.g. {missing[:3]}"
     for key, value in stored.items():
-        expectation = expected[key]
-        truth = expectation.value(truths[key])
-        assert abs(value - truth) <= expectation.tolerance(), (key, value, truth)
-        assert type(value) is type(truth) or {type(value), type(truth)} <= {int, float}, (key, value)
-    paths = {key[3] for key in stored}
-    assert paths == set(overlay), sorted(set(overlay) - paths)
+        truth.check(key, value, *truth.samples[key])
+    assert {key[3] for key in stored} == truth.paths
+    return truth
