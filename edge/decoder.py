@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import can
 import cantools.database
@@ -53,7 +53,9 @@ class DecodeStats:
 
     Error and remote frames are ``ignored``. Frames that fail their checksum or
     counter check are decoded, but counted as ``integrity_failed`` and their
-    samples flagged. ``samples_flagged`` counts emitted samples that are not good.
+    samples flagged. ``samples_flagged`` counts emitted samples that are not good;
+    ``samples_invalid`` those due for publication whose value does not fit the VSS
+    datatype (conversion only happens for samples that are published).
     """
 
     frames_received: int = 0
@@ -77,16 +79,32 @@ class DecodeStats:
         return {k: v for k, v in vars(self).items() if isinstance(v, int)}
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedFrame:
-    """One frame decoded with the DBC, with the outcome of its checks."""
+def signal_limits(signal: cantools.database.can.Signal) -> tuple[float, float] | None:
+    """The range the DBC declares for a signal, widened by half a step; None if unbounded."""
+    if signal.minimum is None or signal.maximum is None or signal.choices:
+        return None
+    slack = abs(signal.scale) / 2
+    return signal.minimum - slack, signal.maximum + slack
+
+
+class DecodedFrame(NamedTuple):
+    """One frame decoded with the DBC, with the outcome of its integrity check."""
 
     t_ns: int
     bus: str
     message: cantools.database.can.Message
     values: Mapping[str, float]  # physical values; choice signals as their number
     problem: str | None = None  # why the frame failed its integrity check
-    out_of_range: frozenset[str] = frozenset()
+
+    @property
+    def out_of_range(self) -> list[str]:
+        """Signals whose value lies outside the range the DBC declares."""
+        outside = []
+        for name, value in self.values.items():
+            limits = signal_limits(self.message.get_signal_by_name(name))
+            if limits is not None and not limits[0] <= value <= limits[1]:
+                outside.append(name)
+        return outside
 
     @property
     def labels(self) -> dict[str, str]:
@@ -103,7 +121,7 @@ class _MessageState:
     """What a bus decoder remembers about one DBC message."""
 
     __slots__ = (
-        "message", "integrity", "limits", "last_counter", "counter_jumps", "last_t_ns",
+        "message", "integrity", "last_counter", "counter_jumps", "last_t_ns",
         "timeout_ns", "intervals", "stale",
     )  # fmt: skip
 
@@ -112,12 +130,6 @@ class _MessageState:
     ) -> None:
         self.message = message
         self.integrity = integrity
-        #: (signal, low, high) for signals with a declared range; half a step of slack.
-        self.limits = tuple(
-            (s.name, s.minimum - abs(s.scale) / 2, s.maximum + abs(s.scale) / 2)
-            for s in message.signals
-            if s.minimum is not None and s.maximum is not None and not s.choices
-        )
         self.last_counter: int | None = None
         self.counter_jumps = 0
         self.last_t_ns: int | None = None
@@ -153,7 +165,7 @@ class BusDecoder:
         }
         timeouts = [s.timeout_ns for s in self._states.values() if s.timeout_ns]
         self._check_interval_ns = min([DEFAULT_CHECK_INTERVAL_NS, *(t // 2 for t in timeouts)])
-        self._next_check_ns = 0
+        self.next_check_ns = 0
 
     def decode(self, frame: can.Message) -> DecodedFrame | None:
         """Decode and check a frame; None for unknown, malformed, error and remote frames."""
@@ -183,12 +195,7 @@ class BusDecoder:
             stats.frames_decoded += 1
         else:
             stats.frames_integrity_failed += 1
-        out_of_range = frozenset(
-            name
-            for name, low, high in state.limits
-            if (value := values.get(name)) is not None and not low <= value <= high
-        )
-        return DecodedFrame(t_ns, self.bus, message, values, problem, out_of_range)
+        return DecodedFrame(t_ns, self.bus, message, values, problem)
 
     def _track_timing(self, state: _MessageState, t_ns: int) -> None:
         last = state.last_t_ns
@@ -225,11 +232,12 @@ class BusDecoder:
     def expire(self, now_ns: int) -> list[tuple[cantools.database.can.Message, int]]:
         """Messages that timed out by ``now_ns``, each with the time it timed out, once each.
 
-        Cheap to call often: it only looks every few tens of milliseconds.
+        Cheap to call often: it only looks every few tens of milliseconds
+        (:attr:`next_check_ns`).
         """
-        if now_ns < self._next_check_ns:
+        if now_ns < self.next_check_ns:
             return []
-        self._next_check_ns = now_ns + self._check_interval_ns
+        self.next_check_ns = now_ns + self._check_interval_ns
         expired = []
         for state in self._states.values():
             if state.stale or state.last_t_ns is None or state.timeout_ns is None:
@@ -243,30 +251,36 @@ class BusDecoder:
 
 
 class _SampleGate:
-    """Applies a mapping's publishing rule (every frame, interval or on-change).
+    """One mapped signal: its range check and publishing rule (every frame, interval, on-change).
 
-    A change of quality is always published; after a timeout the next sample is
-    published at once.
+    The rule is applied to the DBC value before conversion, so samples that are not
+    published cost no conversion. A change of quality is always published; after a
+    timeout the next sample is published at once.
     """
 
-    __slots__ = ("mapping", "last_t_ns", "last_published", "last_value")
+    __slots__ = ("mapping", "limits", "last_t_ns", "last_published", "last_raw")
 
-    def __init__(self, mapping: SignalMapping) -> None:
+    def __init__(self, mapping: SignalMapping, signal: cantools.database.can.Signal) -> None:
         self.mapping = mapping
+        self.limits = signal_limits(signal)
         self.last_t_ns: int | None = None
-        self.last_published: tuple[Value, str | None] | None = None
-        self.last_value: Value | None = None  # last decoded, published or not
+        self.last_published: tuple[float, str | None] | None = None
+        self.last_raw: float | None = None  # last decoded DBC value, published or not
 
-    def admit(self, t_ns: int, value: Value, quality: str | None) -> bool:
-        mapping = self.mapping
-        current = (value, quality)
-        if self.last_published is not None and current[1] == self.last_published[1]:
-            if mapping.on_change:
-                if value == self.last_published[0]:
+    def quality(self, raw: float) -> str | None:
+        """RANGE when the DBC value is outside its declared range."""
+        limits = self.limits
+        return RANGE if limits is not None and not limits[0] <= raw <= limits[1] else None
+
+    def admit(self, t_ns: int, raw: float, quality: str | None) -> bool:
+        last = self.last_published
+        if last is not None and quality == last[1]:
+            if self.mapping.on_change:
+                if raw == last[0]:
                     return False
-            elif self.last_t_ns is not None and t_ns - self.last_t_ns < mapping.interval_ns:
+            elif self.last_t_ns is not None and t_ns - self.last_t_ns < self.mapping.interval_ns:
                 return False
-        self.last_t_ns, self.last_published = t_ns, current
+        self.last_t_ns, self.last_published = t_ns, (raw, quality)
         return True
 
 
@@ -285,7 +299,8 @@ class FrameDecoder:
         self.stats = self.bus_decoder.stats
         self._gates: dict[str, list[_SampleGate]] = {}
         for mapping in mappings:
-            self._gates.setdefault(mapping.message, []).append(_SampleGate(mapping))
+            signal = db.get_message_by_name(mapping.message).get_signal_by_name(mapping.signal)
+            self._gates.setdefault(mapping.message, []).append(_SampleGate(mapping, signal))
 
     @classmethod
     def from_files(
@@ -298,7 +313,8 @@ class FrameDecoder:
 
     def decode(self, frame: can.Message, emit: Emit) -> None:
         """Decode a frame and ``emit`` its record, plus stale records of timed-out messages."""
-        decoded = self.bus_decoder.decode(frame)
+        bus_decoder = self.bus_decoder
+        decoded = bus_decoder.decode(frame)
         if decoded is not None:
             gates = self._gates.get(decoded.message.name)
             if gates:
@@ -306,16 +322,21 @@ class FrameDecoder:
             now_ns = decoded.t_ns
         else:
             now_ns = _frame_time_ns(frame)
-        self.expire(now_ns, emit)
+        if now_ns >= bus_decoder.next_check_ns:
+            self.expire(now_ns, emit)
 
     def expire(self, now_ns: int, emit: Emit) -> None:
         """Emit stale samples for messages that timed out by ``now_ns`` (frame or wall time)."""
         for message, deadline_ns in self.bus_decoder.expire(now_ns):
             signals: dict[str, Value] = {}
             for gate in self._gates.get(message.name, ()):
-                if gate.last_value is not None:
-                    signals[gate.mapping.vss_path] = gate.last_value
-                    gate.last_published = None  # publish the first fresh value at once
+                if gate.last_raw is None:
+                    continue
+                gate.last_published = None  # publish the first fresh value at once
+                try:
+                    signals[gate.mapping.vss_path] = gate.mapping.convert(gate.last_raw)
+                except SampleValueError:
+                    continue  # was counted invalid when it arrived
             if signals:
                 count = len(signals)
                 self.stats.samples_stale += count
@@ -325,8 +346,8 @@ class FrameDecoder:
 
     def _emit_samples(self, decoded: DecodedFrame, gates: list[_SampleGate], emit: Emit) -> None:
         stats = self.stats
+        t_ns, values = decoded.t_ns, decoded.values
         frame_quality = INTEGRITY if decoded.problem else None
-        values, out_of_range = decoded.values, decoded.out_of_range
         signals: dict[str, Value] = {}
         quality: dict[str, str] = {}
         for gate in gates:
@@ -335,21 +356,20 @@ class FrameDecoder:
             if raw is None:  # a multiplexed signal not in this frame
                 continue
             stats.samples_decoded += 1
+            gate.last_raw = raw
+            sample_quality = frame_quality or gate.quality(raw)
+            if not gate.admit(t_ns, raw, sample_quality):
+                stats.samples_throttled += 1
+                continue
             try:
-                value = mapping.convert(raw)
+                signals[mapping.vss_path] = mapping.convert(raw)
             except SampleValueError as exc:
                 stats.samples_invalid += 1
                 LOGGER.debug("bus %s: %s", self.bus, exc)
                 continue
-            gate.last_value = value
-            sample_quality = frame_quality or (RANGE if mapping.signal in out_of_range else None)
-            if not gate.admit(decoded.t_ns, value, sample_quality):
-                stats.samples_throttled += 1
-                continue
-            signals[mapping.vss_path] = value
             if sample_quality:
                 quality[mapping.vss_path] = sample_quality
         if signals:
             stats.samples_emitted += len(signals)
             stats.samples_flagged += len(quality)
-            emit(Record(decoded.t_ns, self.bus, signals, quality))
+            emit(Record(t_ns, self.bus, signals, quality))

@@ -51,8 +51,9 @@ def frame_json(frame: DecodedFrame, arbitration_id: int) -> dict[str, Any]:
         line["labels"] = labels
     if frame.problem:
         line["problem"] = frame.problem
-    if frame.out_of_range:
-        line["out_of_range"] = sorted(frame.out_of_range)
+    out_of_range = frame.out_of_range
+    if out_of_range:
+        line["out_of_range"] = out_of_range
     return line
 
 
