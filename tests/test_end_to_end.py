@@ -18,6 +18,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.deadletter import DeadLetterStore
+from cloud.schema import FLAGGED_MEASUREMENT, TELEMETRY_MEASUREMENT
 from roadwave.contract import (
     INTEGER_RANGES,
     TELEMETRY_SUBSCRIPTION,
@@ -25,7 +26,6 @@ from roadwave.contract import (
     decode_telemetry,
     telemetry_topic,
 )
-from cloud.schema import FLAGGED_MEASUREMENT, TELEMETRY_MEASUREMENT
 from roadwave.pipeline import DEFAULT_DBC, Endpoints, Pipeline
 
 pytestmark = pytest.mark.integration
