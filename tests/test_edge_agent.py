@@ -12,6 +12,7 @@ import can
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from waiting import wait_for
 
 from edge.agent import BusOpenError, EdgeAgent
 from edge.config import BatchSettings, BusSettings, EdgeConfig
@@ -56,7 +57,7 @@ def test_live_virtual_bus_frames_are_decoded_and_published(mosquitto) -> None:
         # Wait until the agent's notifier listens, then stream the drive on the shared channel.
         assert agent.ready.wait(20)
         sent = stream_to_buses(sim, "virtual", ["live-test-bus"], preserve_timestamps=True)
-        assert wait_until(lambda: decoder.stats.frames_received == sent)
+        wait_for(lambda: decoder.stats.frames_received == sent, "every frame to be decoded")
     finally:
         stop.set()
         worker.join(30)
@@ -65,23 +66,9 @@ def test_live_virtual_bus_frames_are_decoded_and_published(mosquitto) -> None:
     assert sent == 2 * 480
     assert bus["frames_decoded"] == sent and bus["frames_unknown"] == 0
     assert report.delivered and report.uplink["samples_acked"] == bus["samples_emitted"] > 0
-    assert wait_until(lambda: sum(received) == bus["samples_emitted"])
+    wait_for(lambda: sum(received) == bus["samples_emitted"], "every sample at the subscriber")
     tap.loop_stop()
     tap.disconnect()
-
-
-def wait_until(condition, timeout: float = 20.0) -> bool:
-    done = threading.Event()
-    deadline = threading.Timer(timeout, done.set)
-    deadline.start()
-    try:
-        while not done.is_set():
-            if condition():
-                return True
-            done.wait(0.02)
-        return condition()
-    finally:
-        deadline.cancel()
 
 
 def test_a_bus_that_cannot_open_fails_before_connecting() -> None:

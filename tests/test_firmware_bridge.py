@@ -17,6 +17,7 @@ from typing import Any
 
 import can
 import pytest
+from waiting import WAIT_S, wait_for
 
 from firmware_bridge.bus import GnssSentence, RoadwaveBus
 from firmware_bridge.clock import WRAP_US, McuClock
@@ -50,8 +51,6 @@ from firmware_bridge.protocol import (
 )
 from firmware_bridge.simulator import FirmwareSimulator, SimulatedClock
 from roadwave.sim.fleet import FleetSimulator, SimConfig
-
-WAIT_S = 10.0
 
 # -- protocol ------------------------------------------------------------------------------
 
@@ -425,14 +424,6 @@ def test_mapping_is_monotonic_in_mcu_time() -> None:
 # -- the bus over real pseudo-terminals ----------------------------------------------------
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {WAIT_S} s waiting for {what}")
-        time.sleep(0.005)
-
-
 @pytest.fixture
 def mcu(tmp_path: Path) -> Iterator[FirmwareSimulator]:
     """A simulated MCU whose 32-bit stamps wrap a second after the test starts, crystal +80 ppm."""
@@ -508,12 +499,12 @@ def test_bus_reconnects_when_the_device_returns(
     mcu.send_message(can.Message(arbitration_id=0x10, data=b"before"))
     assert _recv(bus).data == b"before"
     mcu.disappear()
-    _wait_for(lambda: not bus.connected, "the bus to notice the lost device")
+    wait_for(lambda: not bus.connected, "the bus to notice the lost device")
     with pytest.raises(can.CanOperationError, match="disconnected"):
         bus.send(can.Message(arbitration_id=0x11))
     time.sleep(0.3)  # several failed reopening attempts
     mcu.reappear()
-    _wait_for(lambda: bus.connected, "the bus to reopen the device")
+    wait_for(lambda: bus.connected, "the bus to reopen the device")
     for index in range(20):
         at = time.time()
         mcu.send_message(can.Message(arbitration_id=0x20 + index, data=b"after"), at=at)
@@ -556,7 +547,7 @@ def test_send_reaches_the_mcu_and_refusals_raise(
     with pytest.raises(can.CanTimeoutError, match="no answer from the MCU"):
         bus.send(messages[0], timeout=0.2)
     bus.send(messages[0], timeout=0)  # fire and forget
-    _wait_for(lambda: mcu.transmits.qsize() == 3, "the three unanswered requests")
+    wait_for(lambda: mcu.transmits.qsize() == 3, "the three unanswered requests")
 
 
 def test_refused_configuration_fails_the_open(mcu: FirmwareSimulator) -> None:
@@ -582,12 +573,12 @@ def test_gnss_bus_status_and_heartbeats_reach_the_host(
     assert abs(got.timestamp - at) < 0.005
 
     mcu.send_bus_status(ErrorState.PASSIVE, tec=130, rec=3, last_error=LastError.BIT0, channel=1)
-    _wait_for(lambda: bus.state is can.BusState.PASSIVE, "the passive state")
+    wait_for(lambda: bus.state is can.BusState.PASSIVE, "the passive state")
     mcu.send_bus_status(ErrorState.BUS_OFF, tec=255, last_error=LastError.ACK)
-    _wait_for(lambda: bus.state is can.BusState.ERROR, "bus-off")
+    wait_for(lambda: bus.state is can.BusState.ERROR, "bus-off")
     assert bus.bus_status[1].tec == 130
     assert bus.counters.bus_errors == 2
-    _wait_for(lambda: bus.counters.heartbeats >= 2, "heartbeats")
+    wait_for(lambda: bus.counters.heartbeats >= 2, "heartbeats")
     assert bus.firmware_version == (2, 1, 7)
     assert bus.clock is not None
 
@@ -597,7 +588,7 @@ def test_gnss_callback(mcu: FirmwareSimulator, open_bus: Callable[..., RoadwaveB
     bus = open_bus(mcu.path, on_gnss=sentences.append)
     for index in range(3):
         mcu.send_gnss(f"$GPZDA,{index}")
-    _wait_for(lambda: len(sentences) == 3, "three sentences")
+    wait_for(lambda: len(sentences) == 3, "three sentences")
     assert [s.sentence for s in sentences] == ["$GPZDA,0", "$GPZDA,1", "$GPZDA,2"]
     with pytest.raises(RuntimeError, match="on_gnss callback"):
         bus.recv_gnss(0)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from waiting import wait_for
 
 from cloud.influx import InfluxClient, InfluxSettings, format_line
 from cloud.ingest import IngestConfig, IngestService, IngestSettings
@@ -66,13 +66,6 @@ def batch(vin: str, seq: int, start_ns: int, count: int) -> TelemetryBatch:
         for i in range(count)
     ]
     return TelemetryBatch(vin, "demo", seq, records)
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_valid_batches_are_written_with_frame_timestamps_and_types(

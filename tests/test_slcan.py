@@ -5,16 +5,14 @@ The bus and the simulator talk over a real pseudo-terminal; waits are generous.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import can
 import pytest
+from waiting import WAIT_S, wait_for
 
 from firmware_bridge.slcan_simulator import SlcanSimulator, format_frame, parse_frame
-
-WAIT_S = 10.0
 
 MESSAGES = [
     can.Message(arbitration_id=0x123, is_extended_id=False, data=b"\x01\x02\x03"),
@@ -29,14 +27,6 @@ MESSAGES = [
         arbitration_id=0x1FFFFFFF, is_extended_id=True, is_fd=True, bitrate_switch=True, data=bytes(48)
     ),
 ]
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {WAIT_S} s waiting for {what}")
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -89,9 +79,9 @@ def test_python_can_opens_the_adapter(adapter: SlcanSimulator, bus: can.BusABC) 
     assert bus.get_version(WAIT_S) == (10, 13)  # type: ignore[attr-defined]
     assert bus.get_serial_number(WAIT_S) == "RW01"  # type: ignore[attr-defined]
     bus.set_bitrate(250_000, 2_000_000)  # type: ignore[attr-defined]
-    _wait_for(lambda: (adapter.bitrate, adapter.data_bitrate) == (250_000, 2_000_000), "S5 and Y2")
+    wait_for(lambda: (adapter.bitrate, adapter.data_bitrate) == (250_000, 2_000_000), "S5 and Y2")
     bus.set_bitrate_reg("031C")  # type: ignore[attr-defined]
-    _wait_for(lambda: adapter.commands[-2:] == ["s031C", "O"] and adapter.bitrate is None, "sXXYY")
+    wait_for(lambda: adapter.commands[-2:] == ["s031C", "O"] and adapter.bitrate is None, "sXXYY")
     assert adapter.is_open
 
 
@@ -113,6 +103,6 @@ def test_shutdown_closes_the_channel(adapter: SlcanSimulator) -> None:
     with can.Bus(interface="slcan", channel=str(adapter.path), sleep_after_open=0, listen_only=True):
         assert adapter.wait_open(WAIT_S)
         assert adapter.listen_only
-    _wait_for(lambda: not adapter.is_open, "the channel to close")
+    wait_for(lambda: not adapter.is_open, "the channel to close")
     with pytest.raises(RuntimeError, match="host has not sent O or L"):
         adapter.send_message(MESSAGES[0])
