@@ -280,3 +280,66 @@ def test_integrity_overrides_switch_off_or_change_algorithms(db) -> None:
         resolve_integrity(db, [IntegrityOverride("ENG_Status", "xor8", "GearCurrent", "EngineSpeed")])
     with pytest.raises(ValueError, match="no message 'Nope'"):
         resolve_integrity(db, [IntegrityOverride("Nope", "none")])
+
+
+FEATURES_DBC = """VERSION ""
+BU_: ECU
+BO_ 1024 FloatFrame: 8 ECU
+ SG_ Torque : 0|32@1- (1,0) [-1000|1000] "Nm" ECU
+ SG_ Pressure : 39|32@0- (1,0) [0|5000] "kPa" ECU
+BO_ 2365587456 BigFd: 64 ECU
+ SG_ First : 0|16@1+ (0.1,0) [0|6553.5] "" ECU
+ SG_ Last : 496|16@1- (1,0) [-32768|32767] "" ECU
+BO_ 1280 Nested: 8 ECU
+ SG_ Mode M : 0|8@1+ (1,0) [0|255] "" ECU
+ SG_ Sub m1M : 8|8@1+ (1,0) [0|255] "" ECU
+ SG_ Deep m3 : 16|16@1+ (0.5,0) [0|1000] "" ECU
+ SG_ Flat m2 : 8|16@1- (1,0) [-500|500] "" ECU
+BA_DEF_ BO_ "VFrameFormat" ENUM "StandardCAN","ExtendedCAN","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","StandardCAN_FD","ExtendedCAN_FD";
+BA_ "VFrameFormat" BO_ 2365587456 15;
+SIG_VALTYPE_ 1024 Torque : 1;
+SIG_VALTYPE_ 1024 Pressure : 1;
+SG_MUL_VAL_ 1280 Sub Mode 1-1;
+SG_MUL_VAL_ 1280 Deep Sub 3-3;
+SG_MUL_VAL_ 1280 Flat Mode 2-2;
+"""
+
+
+@pytest.fixture(scope="module")
+def features_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dbc") / "features.dbc"
+    path.write_text(FEATURES_DBC)
+    return load_dbc_files([path]).database
+
+
+def test_float_big_endian_signals_decode(features_db) -> None:
+    bus = BusDecoder("can0", features_db)
+    message = features_db.get_message_by_name("FloatFrame")
+    data = message.encode({"Torque": -123.25, "Pressure": 2500.5})
+    decoded = bus.decode(can.Message(arbitration_id=1024, is_extended_id=False, data=data, timestamp=T0))
+    assert decoded.values == {"Torque": -123.25, "Pressure": 2500.5}
+
+
+def test_64_byte_fd_frame_with_extended_id_decodes_to_the_last_byte(features_db) -> None:
+    bus = BusDecoder("can0", features_db)
+    message = features_db.get_message_by_name("BigFd")
+    assert message.is_fd and message.is_extended_frame and message.length == 64
+    data = message.encode({"First": 12.3, "Last": -2})
+    frame = can.Message(
+        arbitration_id=message.frame_id, is_extended_id=True, is_fd=True, data=data, timestamp=T0
+    )
+    assert bus.decode(frame).values == {"First": pytest.approx(12.3), "Last": -2}
+
+
+def test_extended_multiplexing_selects_nested_pages(features_db) -> None:
+    bus = BusDecoder("can0", features_db)
+
+    def decode(data: bytes) -> dict | None:
+        decoded = bus.decode(can.Message(arbitration_id=1280, is_extended_id=False, data=data, timestamp=T0))
+        return None if decoded is None else dict(decoded.values)
+
+    assert decode(bytes([1, 3, 0x10, 0x00, 0, 0, 0, 0])) == {"Mode": 1, "Sub": 3, "Deep": 8.0}
+    assert decode(bytes([2, 0xFE, 0xFF, 0, 0, 0, 0, 0])) == {"Mode": 2, "Flat": -2}
+    # A page the DBC does not describe cannot be decoded: counted as malformed.
+    assert decode(bytes([1, 4, 0x10, 0x00, 0, 0, 0, 0])) is None
+    assert (bus.stats.frames_decoded, bus.stats.frames_malformed) == (2, 1)

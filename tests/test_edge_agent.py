@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import can
@@ -14,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from waiting import wait_for
 
-from edge.agent import BusOpenError, EdgeAgent
+from edge.agent import AgentReport, BusOpenError, EdgeAgent
 from edge.config import BatchSettings, BusSettings, EdgeConfig
 from roadwave import REFERENCE_DBC
 from roadwave.contract import AgentHealth, decode_health, decode_telemetry, telemetry_topic, vehicle_topic
@@ -136,3 +138,78 @@ def test_replay_reports_reconciled_counters_and_leaves_retained_health(mosquitto
     (health,) = received
     assert health.vin == vin and health.buses == report.buses
     assert health.uplink["samples_acked"] == report.uplink["samples_acked"]
+
+
+def _run_live(agent: EdgeAgent, feed, expected_frames: int) -> AgentReport:
+    """Run ``agent`` in a thread, call ``feed()`` once it listens, stop when all frames are in."""
+    stop = threading.Event()
+    reports: list[AgentReport] = []
+    worker = threading.Thread(target=lambda: reports.append(agent.run(stop)))
+    worker.start()
+    try:
+        assert agent.ready.wait(20), "the agent never started listening"
+        feed()
+        wait_for(
+            lambda: sum(d.stats.frames_received for d in agent.decoders.values()) >= expected_frames,
+            "every frame at the agent",
+        )
+    finally:
+        stop.set()
+        worker.join(30)
+    (report,) = reports
+    return report
+
+
+@pytest.mark.integration
+def test_the_firmware_bridge_is_an_ordinary_input(mosquitto, tmp_path) -> None:
+    from firmware_bridge.simulator import FirmwareSimulator
+
+    sim = FleetSimulator(SimConfig(vehicles=1, duration_s=1.0, seed=4))
+    (vin,) = sim.vins
+    frames = [frame.message for frame in sim]
+    with FirmwareSimulator(tmp_path / "ttyRW0", heartbeat_interval=0.1) as mcu:
+        agent = EdgeAgent(live_config(mosquitto, vin, "roadwave", str(mcu.path)))
+
+        def feed() -> None:
+            for frame in frames:
+                mcu.send_message(frame)
+
+        report = _run_live(agent, feed, len(frames))
+    bus = report.buses["can0"]
+    assert bus["frames_received"] == bus["frames_decoded"] == len(frames)
+    assert bus["frames_integrity_failed"] == 0 and report.delivered
+
+
+@pytest.mark.integration
+def test_several_buses_at_once_each_with_its_name(mosquitto, tmp_path) -> None:
+    sim = FleetSimulator(SimConfig(vehicles=2, duration_s=1.0, seed=6))
+    vin = sim.vins[0]
+    by_vehicle: dict[int, list[can.Message]] = {0: [], 1: []}
+    for frame in sim:
+        by_vehicle[frame.vehicle].append(frame.message)
+    log = tmp_path / "chassis.log"
+    with can.Logger(log) as writer:
+        for frame in by_vehicle[1]:
+            writer.on_message_received(frame)
+    channel = f"239.74.{os.getpid() % 250}.{threading.get_ident() % 250}"
+    config = EdgeConfig(
+        vin=vin,
+        fleet="multi",
+        buses=(
+            BusSettings(name="body", dbc=(REFERENCE_DBC,), interface="udp_multicast", channel=channel),
+            BusSettings(name="chassis", dbc=(REFERENCE_DBC,), log=log),
+        ),
+        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
+    )
+    agent = EdgeAgent(config)
+
+    def feed() -> None:
+        with can.Bus(interface="udp_multicast", channel=channel) as sender:
+            for frame in by_vehicle[0]:
+                sender.send(frame)
+                time.sleep(0.0002)  # multicast on loopback drops what a socket buffer cannot hold
+
+    report = _run_live(agent, feed, 2 * 480)
+    assert report.buses["body"]["frames_decoded"] == 480
+    assert report.buses["chassis"]["frames_decoded"] == 480
+    assert report.uplink["samples_acked"] == sum(b["samples_emitted"] for b in report.buses.values())
