@@ -295,7 +295,9 @@ BO_ 1280 Nested: 8 ECU
  SG_ Sub m1M : 8|8@1+ (1,0) [0|255] "" ECU
  SG_ Deep m3 : 16|16@1+ (0.5,0) [0|1000] "" ECU
  SG_ Flat m2 : 8|16@1- (1,0) [-500|500] "" ECU
-BA_DEF_ BO_ "VFrameFormat" ENUM "StandardCAN","ExtendedCAN","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","StandardCAN_FD","ExtendedCAN_FD";
+BA_DEF_ BO_ "VFrameFormat" ENUM "StandardCAN","ExtendedCAN","reserved","reserved","reserved","reserved",
+ "reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved",
+ "StandardCAN_FD","ExtendedCAN_FD";
 BA_ "VFrameFormat" BO_ 2365587456 15;
 SIG_VALTYPE_ 1024 Torque : 1;
 SIG_VALTYPE_ 1024 Pressure : 1;
