@@ -44,6 +44,7 @@ TELEMETRY_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/{TOPIC_VERSION}/+/+/{TELEMETRY}"
 #: Every agent's health reports.
 HEALTH_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/{TOPIC_VERSION}/+/+/{HEALTH}"
 HEALTH_VERSION: Final = 1
+MAX_HEALTH_BYTES: Final = 64 * 1024
 
 #: Largest telemetry payload accepted, in bytes.
 MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
@@ -259,7 +260,7 @@ class TelemetryBatch:
 
 
 def encode_telemetry(batch: TelemetryBatch) -> bytes:
-    """Serialise a batch to its schema-1 JSON payload."""
+    """Serialise a batch to its JSON payload (schema :data:`SCHEMA_VERSION`)."""
     document = {
         "v": SCHEMA_VERSION,
         "vin": batch.vin,
@@ -316,21 +317,18 @@ def _decode_record(item: Any, index: int, version: int) -> Record:
     return Record(t_ns, bus, checked, quality)
 
 
-def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
-    """Parse and validate a telemetry payload received on ``topic``.
-
-    Raises:
-        PayloadError: the topic or payload breaks the contract; the message says
-            which part and why.
-    """
+def _open_payload(
+    topic: str, payload: bytes, kind: str, max_bytes: int, versions: frozenset[int]
+) -> tuple[dict[str, Any], int]:
+    """Check a vehicle message's topic, size, JSON, version and sender; return it and its version."""
     try:
         address = parse_topic(topic)
     except TopicError as exc:
         raise PayloadError(str(exc)) from exc
-    if address.kind != TELEMETRY:
-        raise PayloadError(f"topic {topic!r} is not a telemetry topic")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    if address.kind != kind:
+        raise PayloadError(f"topic {topic!r} is not a {kind} topic")
+    if len(payload) > max_bytes:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
         document = json.loads(payload, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -340,13 +338,25 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
     if not isinstance(document, dict):
         raise PayloadError("payload is not a JSON object")
     version = _field(document, "v", int, "payload")
-    if version not in ACCEPTED_VERSIONS:
-        known = ", ".join(map(str, sorted(ACCEPTED_VERSIONS)))
-        raise PayloadError(f"unsupported schema version {version}; this side understands {known}")
+    if version not in versions:
+        known = ", ".join(map(str, sorted(versions)))
+        raise PayloadError(f"unsupported {kind} schema version {version}; this side understands {known}")
     vin = _field(document, "vin", str, "payload")
     fleet = _field(document, "fleet", str, "payload")
     if (fleet, vin) != (address.fleet, address.vin):
         raise PayloadError(f"payload names fleet {fleet!r} VIN {vin!r} but was published on {topic!r}")
+    return document, version
+
+
+def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
+    """Parse and validate a telemetry payload received on ``topic``.
+
+    Raises:
+        PayloadError: the topic or payload breaks the contract; the message says
+            which part and why.
+    """
+    document, version = _open_payload(topic, payload, TELEMETRY, MAX_PAYLOAD_BYTES, ACCEPTED_VERSIONS)
+    vin, fleet = document["vin"], document["fleet"]
     seq = _field(document, "seq", int, "payload")
     if seq < 0:
         raise PayloadError(f"payload: negative seq {seq}")
@@ -409,27 +419,8 @@ def decode_health(topic: str, payload: bytes) -> AgentHealth:
     Raises:
         PayloadError: naming what is wrong.
     """
-    try:
-        address = parse_topic(topic)
-    except TopicError as exc:
-        raise PayloadError(str(exc)) from exc
-    if address.kind != HEALTH:
-        raise PayloadError(f"topic {topic!r} is not a health topic")
-    if len(payload) > 64 * 1024:
-        raise PayloadError(f"health report of {len(payload)} bytes exceeds 65536")
-    try:
-        document = json.loads(payload, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"health report is not UTF-8 JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise PayloadError("health report is not a JSON object")
-    if _field(document, "v", int, "health") != HEALTH_VERSION:
-        raise PayloadError(
-            f"unsupported health version {document['v']}; this side understands {HEALTH_VERSION}"
-        )
-    vin, fleet = _field(document, "vin", str, "health"), _field(document, "fleet", str, "health")
-    if (fleet, vin) != (address.fleet, address.vin):
-        raise PayloadError(f"health report names fleet {fleet!r} VIN {vin!r} but came on {topic!r}")
+    document, _ = _open_payload(topic, payload, HEALTH, MAX_HEALTH_BYTES, frozenset({HEALTH_VERSION}))
+    vin, fleet = document["vin"], document["fleet"]
     buses = _field(document, "buses", dict, "health")
     if len(buses) > 32 or not all(isinstance(b, str) and BUS_PATTERN.fullmatch(b) for b in buses):
         raise PayloadError("health: at most 32 buses with valid names")

@@ -101,7 +101,7 @@ def test_unknown_keys_are_ignored_for_forward_compatibility() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(v=3), "unsupported schema version 3"),
+        (lambda d: d.update(v=3), "unsupported telemetry schema version 3"),
         (lambda d: d["records"][0].update(q=[]), "'q' has the wrong type"),
         (lambda d: d["records"][0].update(q={"Vehicle.Speed": "bad"}), "quality 'bad' of Vehicle.Speed"),
         (lambda d: d["records"][0].update(q={"Vehicle.TraveledDistance": "stale"}), "which has no sample"),
@@ -165,3 +165,38 @@ def test_catalog_uses_known_datatypes() -> None:
     from roadwave.contract import DATATYPES
 
     assert all(signal.datatype in DATATYPES for signal in VSS_CATALOG.values())
+
+
+def health_document() -> dict:
+    from roadwave.contract import AgentHealth, encode_health
+
+    health = AgentHealth(VIN, "demo", T0, 12.5, {"can0": {"frames_received": 10}}, {"samples_acked": 4})
+    return json.loads(encode_health(health))
+
+
+def test_health_round_trips() -> None:
+    from roadwave.contract import decode_health, vehicle_topic
+
+    health = decode_health(vehicle_topic("demo", VIN, "health"), payload(health_document()))
+    assert health.buses == {"can0": {"frames_received": 10}} and health.uplink == {"samples_acked": 4}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["buses"]["can0"].update(frames_received=-1), "non-negative integer"),
+        (lambda d: d["buses"]["can0"].update({"Bad Name": 1}), "invalid counter name"),
+        (lambda d: d["uplink"].update(samples_acked=1.5), "non-negative integer"),
+        (lambda d: d.update(buses={"a b": {}}), "valid names"),
+        (lambda d: d.update(v=2), "unsupported health schema version 2"),
+    ],
+)
+def test_invalid_health_reports_name_the_problem(mutate, message: str) -> None:
+    from roadwave.contract import decode_health, vehicle_topic
+
+    document = health_document()
+    mutate(document)
+    with pytest.raises(PayloadError, match=message):
+        decode_health(vehicle_topic("demo", VIN, "health"), payload(document))
+    with pytest.raises(PayloadError, match="not a health topic"):
+        decode_health(TOPIC, payload(health_document()))

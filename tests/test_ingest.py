@@ -95,7 +95,7 @@ def test_malformed_payloads_are_dead_lettered_and_counted_without_disturbing_oth
         b"not json at all": "not UTF-8 JSON",
         encode_telemetry(batch(VIN_B, 0, T0, 2)): "was published on",
         encode_telemetry(batch(VIN_A, 1, T0, 2)).replace(b"10.0", b"NaN"): "NaN is not allowed",
-        json.dumps({"v": 9}).encode(): "unsupported schema version 9",
+        json.dumps({"v": 9}).encode(): "unsupported telemetry schema version 9",
     }
     publish(publisher, topic, encode_telemetry(batch(VIN_A, 0, T0, 10)))
     for payload in bad:
