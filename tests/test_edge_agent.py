@@ -213,3 +213,22 @@ def test_several_buses_at_once_each_with_its_name(mosquitto, tmp_path) -> None:
     assert report.buses["body"]["frames_decoded"] == 480
     assert report.buses["chassis"]["frames_decoded"] == 480
     assert report.uplink["samples_acked"] == sum(b["samples_emitted"] for b in report.buses.values())
+
+
+@pytest.mark.integration
+def test_replay_at_recorded_timing_takes_the_log_duration(mosquitto, tmp_path) -> None:
+    sim = FleetSimulator(SimConfig(vehicles=1, duration_s=1.0, seed=9))
+    log = tmp_path / "drive.log"
+    with can.Logger(log) as writer:
+        for frame in sim:
+            writer.on_message_received(frame.message)
+    config = EdgeConfig(
+        vin=sim.vins[0],
+        fleet="paced",
+        buses=(BusSettings(name="can0", dbc=(REFERENCE_DBC,), log=log, realtime=True),),
+        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
+    )
+    report = EdgeAgent(config).run(threading.Event())
+    assert report.buses["can0"]["frames_decoded"] == 480
+    # A lower bound only: a slow machine can take longer, never shorter, than the recording.
+    assert report.wall_time_s >= 0.99 * (sim.config.duration_s - 0.01)
