@@ -232,3 +232,22 @@ def test_replay_at_recorded_timing_takes_the_log_duration(mosquitto, tmp_path) -
     assert report.buses["can0"]["frames_decoded"] == 480
     # A lower bound only: a slow machine can take longer, never shorter, than the recording.
     assert report.wall_time_s >= 0.99 * (sim.config.duration_s - 0.01)
+
+
+VCAN = Path("/sys/class/net/vcan0")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not VCAN.exists(), reason="no vcan0 (needs the vcan kernel module: ip link add vcan0 type vcan)")
+def test_socketcan_vcan_is_an_ordinary_input(mosquitto) -> None:
+    sim = FleetSimulator(SimConfig(vehicles=1, duration_s=1.0, seed=12))
+    frames = [frame.message for frame in sim]
+    agent = EdgeAgent(live_config(mosquitto, sim.vins[0], "socketcan", "vcan0", fd=True))
+
+    def feed() -> None:
+        with can.Bus(interface="socketcan", channel="vcan0", fd=True) as sender:
+            for frame in frames:
+                sender.send(frame)
+
+    report = _run_live(agent, feed, len(frames))
+    assert report.buses["can0"]["frames_decoded"] == len(frames)
