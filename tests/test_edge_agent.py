@@ -235,10 +235,11 @@ def test_replay_at_recorded_timing_takes_the_log_duration(mosquitto, tmp_path) -
 
 
 VCAN = Path("/sys/class/net/vcan0")
+NO_VCAN = "no vcan0: needs the vcan kernel module (ip link add vcan0 type vcan)"
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not VCAN.exists(), reason="no vcan0: needs the vcan kernel module (ip link add vcan0 type vcan)")
+@pytest.mark.skipif(not VCAN.exists(), reason=NO_VCAN)
 def test_socketcan_vcan_is_an_ordinary_input(mosquitto) -> None:
     sim = FleetSimulator(SimConfig(vehicles=1, duration_s=1.0, seed=12))
     frames = [frame.message for frame in sim]
