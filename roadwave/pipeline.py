@@ -16,7 +16,6 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self
@@ -24,8 +23,6 @@ from typing import IO, Any, Self
 from cloud.influx import InfluxClient, InfluxSettings
 from cloud.schema import FLAGGED_MEASUREMENT, TELEMETRY_MEASUREMENT
 from roadwave.sim.fleet import DEFAULT_DBC, CandumpLogSink, FleetSimulator, SimConfig, TruthJsonlSink, run
-
-Progress = Callable[[str], None]
 
 
 class PipelineError(RuntimeError):
@@ -49,7 +46,6 @@ class SimulationResult:
     logs: dict[str, Path]
     truth: Path
     frames: int
-    simulated_s: float
 
 
 def _quote(value: str) -> str:
@@ -66,13 +62,11 @@ class Pipeline:
         *,
         fleet: str = "demo",
         dbc: Path = DEFAULT_DBC,
-        progress: Progress = lambda _: None,
     ) -> None:
         self.workdir = workdir
         self.endpoints = endpoints
         self.fleet = fleet
         self.dbc = dbc
-        self.progress = progress
         self._ingest: subprocess.Popen[str] | None = None
         self._agents: list[subprocess.Popen[str]] = []
         self.influx = InfluxClient(InfluxSettings(url=endpoints.influx_url, database=endpoints.database))
@@ -104,9 +98,7 @@ class Pipeline:
         truth = self.workdir / "ground-truth.jsonl"
         with CandumpLogSink(self.workdir / "logs", sim.vins) as logs, TruthJsonlSink(truth) as truths:
             stats = run(sim, [logs, truths])
-        return SimulationResult(
-            logs=dict(logs.paths), truth=truth, frames=stats.frames, simulated_s=duration_s
-        )
+        return SimulationResult(logs=dict(logs.paths), truth=truth, frames=stats.frames)
 
     def start_ingest(self, timeout_s: float = 30.0) -> None:
         """Write ``ingest.toml``, start the ingest and wait until it is subscribed."""

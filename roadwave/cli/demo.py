@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         try:
             endpoints = _endpoints(args, workdir, stack, clock)
-            pipeline = stack.enter_context(Pipeline(workdir, endpoints, progress=clock.say))
+            pipeline = stack.enter_context(Pipeline(workdir, endpoints))
             result = _drive(args, pipeline, clock)
         except (ServiceError, PipelineError, InfluxError, ValueError) as exc:
             print(f"roadwave demo: {exc}", file=sys.stderr)
