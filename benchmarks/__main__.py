@@ -19,15 +19,15 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from benchmarks import edge_decode, ingest_write
 from benchmarks.edge_decode import EdgeResult, EdgeWorkload
 from benchmarks.ingest_write import IngestResult, IngestWorkload
+from roadwave.configfile import with_overrides
 from roadwave.services import ServiceError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -336,10 +336,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _override(workload: Any, **values: Any) -> Any:
-    return replace(workload, **{k: v for k, v in values.items() if v is not None})
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks; print, and optionally save, the results."""
     args = parse_args(argv)
@@ -353,15 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     edge_result: EdgeResult | None = None
     ingest_result: IngestResult | None = None
     if args.only in (None, "edge"):
-        workload = _override(
+        edge_workload = with_overrides(
             QUICK_EDGE if args.quick else EdgeWorkload(),
             vehicles=args.vehicles,
             duration_s=args.duration,
             repeat=args.repeat,
         )
-        edge_result = edge_decode.run(workload, progress=progress)
+        edge_result = edge_decode.run(edge_workload, progress=progress)
     if args.only in (None, "ingest"):
-        workload = _override(
+        ingest_workload = with_overrides(
             QUICK_INGEST if args.quick else IngestWorkload(),
             batches=args.batches,
             records=args.records,
@@ -369,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             repeat=args.repeat,
         )
         try:
-            ingest_result = ingest_write.run(workload, progress=progress)
+            ingest_result = ingest_write.run(ingest_workload, progress=progress)
         except ServiceError as exc:  # typically: mosquitto or influxd not installed
             print(f"ingest benchmark: {exc}", file=sys.stderr)
             return 1

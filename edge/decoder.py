@@ -139,7 +139,7 @@ class _MessageState:
         self.stale = False
 
 
-def _frame_time_ns(frame: can.Message) -> int:
+def frame_time_ns(frame: can.Message) -> int:
     """The frame's timestamp in nanoseconds, kept at microsecond resolution."""
     return round(frame.timestamp * 1_000_000) * 1000
 
@@ -188,7 +188,7 @@ class BusDecoder:
             stats.frames_malformed += 1
             LOGGER.debug("bus %s: %s (0x%X) malformed: %s", self.bus, message.name, frame.arbitration_id, exc)
             return None
-        t_ns = _frame_time_ns(frame)
+        t_ns = frame_time_ns(frame)
         self._track_timing(state, t_ns)
         problem = self._check_integrity(state, frame.data, values) if state.integrity else None
         if problem is None:
@@ -321,7 +321,7 @@ class FrameDecoder:
                 self._emit_samples(decoded, gates, emit)
             now_ns = decoded.t_ns
         else:
-            now_ns = _frame_time_ns(frame)
+            now_ns = frame_time_ns(frame)
         if now_ns >= bus_decoder.next_check_ns:
             self.expire(now_ns, emit)
 

@@ -6,12 +6,18 @@ names the file, the key path and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def with_overrides(settings: T, **changes: Any) -> T:
+    """A copy of a dataclass with the changes that are not None (e.g. command-line options)."""
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[type-var]
 
 
 class ConfigError(ValueError):

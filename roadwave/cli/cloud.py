@@ -13,7 +13,7 @@ from typing import Any
 
 from cloud.influx import InfluxError
 from cloud.ingest import INFLUX_APIS, IngestConfig, IngestService, IngestStats
-from roadwave.configfile import ConfigError
+from roadwave.configfile import ConfigError, with_overrides
 from roadwave.mqtt import MqttConnectError
 
 
@@ -40,16 +40,12 @@ def add_subparser(subparsers: Any) -> None:
     ingest.set_defaults(func=run_ingest)
 
 
-def _override(settings: Any, **changes: Any) -> Any:
-    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
-
-
 def ingest_config(args: argparse.Namespace) -> IngestConfig:
     """The configuration file (or defaults) with command-line overrides applied."""
     config = IngestConfig.load(args.config) if args.config else IngestConfig()
     config = IngestConfig(
-        mqtt=_override(config.mqtt, host=args.mqtt_host, port=args.mqtt_port),
-        influx=_override(
+        mqtt=with_overrides(config.mqtt, host=args.mqtt_host, port=args.mqtt_port),
+        influx=with_overrides(
             config.influx,
             url=args.influx_url,
             api=args.influx_api,
@@ -57,7 +53,7 @@ def ingest_config(args: argparse.Namespace) -> IngestConfig:
             token=args.token,
             org=args.org,
         ),
-        ingest=_override(config.ingest, dead_letter_dir=args.dead_letter_dir),
+        ingest=with_overrides(config.ingest, dead_letter_dir=args.dead_letter_dir),
     )
     if config.influx.api == "v2" and not config.influx.token:
         raise ConfigError("the v2 InfluxDB API needs a token (--token or [influx] token)")

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from edge.agent import open_log
 from edge.dbcload import DbcLoadError, load_dbc_files
-from edge.decoder import DEFAULT_TIMEOUT_FACTOR, BusDecoder, DecodedFrame
+from edge.decoder import DEFAULT_TIMEOUT_FACTOR, BusDecoder, DecodedFrame, frame_time_ns
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -63,8 +63,7 @@ def decode_log(log: Path, decoder: BusDecoder, out: IO[str]) -> None:
         decoded = decoder.decode(frame)
         if decoded is not None:
             out.write(json.dumps(frame_json(decoded, frame.arbitration_id)) + "\n")
-        now_ns = round(frame.timestamp * 1e6) * 1000
-        for message, deadline_ns in decoder.expire(now_ns):
+        for message, deadline_ns in decoder.expire(frame_time_ns(frame)):
             event = {"t": deadline_ns / 1e9, "bus": decoder.bus, "message": message.name, "event": "timeout"}
             out.write(json.dumps(event) + "\n")
 
