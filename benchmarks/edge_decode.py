@@ -9,8 +9,9 @@ would see them). Two loops run over exactly these frames:
   because the pipeline decodes that way too, so the ratio compares like with like.
 * **pipeline**: what the edge agent does with a frame, without the network:
   :meth:`FrameDecoder.decode` (decode, VSS mapping, throttling) -> :class:`Batcher`
-  -> an emit callback that does what :meth:`TelemetryUplink.send` does minus MQTT
-  (build a :class:`TelemetryBatch`, :func:`encode_telemetry`, count samples and bytes).
+  -> an emit callback that does what :meth:`TelemetryUplink.send` does minus the
+  spool and MQTT (build a :class:`TelemetryBatch`, :func:`encode_telemetry` deflated
+  as the agent sends it, count samples and bytes).
   One decoder and batcher per vehicle; the batcher's age timer is not started, so
   batches close by size (1000 records) and the output is deterministic.
 
@@ -211,10 +212,10 @@ class VehiclePipeline:
         self.totals = PipelineTotals()
         self._seq = 0
 
-    def _emit(self, records: list[Record]) -> None:
-        # TelemetryUplink.send without the publish and its acknowledgement bookkeeping.
+    def _emit(self, records: list[Record], _progress: dict[str, int]) -> None:
+        # TelemetryUplink.send without the spool write, the publish and its acknowledgement.
         batch = TelemetryBatch(self.vin, FLEET, self._seq, records)
-        payload = encode_telemetry(batch)
+        payload = encode_telemetry(batch, compress=True)
         self._seq += 1
         totals = self.totals
         totals.batches += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,17 +23,19 @@ class DeadLetter:
 
 
 class DeadLetterStore:
-    """Appends rejected messages to ``dead-letters.jsonl`` in a folder (thread-safe)."""
+    """Rejected messages in a folder: each writer appends to ``{writer}.jsonl`` (thread-safe).
 
-    FILENAME = "dead-letters.jsonl"
+    Several ingest workers share one folder; reading goes through every file.
+    """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, writer: str = "dead-letters") -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / self.FILENAME
+        self.directory = directory
+        self.path = directory / f"{writer}.jsonl"
         self._lock = threading.Lock()
 
     def put(self, topic: str, payload: bytes, reason: str) -> None:
-        """Keep one rejected message, flushed to disk before returning."""
+        """Keep one rejected message, synced to disk before returning."""
         line = json.dumps(
             {
                 "received_ns": time.time_ns(),
@@ -43,11 +46,16 @@ class DeadLetterStore:
         )
         with self._lock, self.path.open("a", encoding="utf-8") as file:
             file.write(line + "\n")
+            file.flush()
+            os.fsync(file.fileno())
 
     def __iter__(self) -> Iterator[DeadLetter]:
-        if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8") as file:
+        for path in sorted(self.directory.glob("*.jsonl")):
+            yield from self._read(path)
+
+    @staticmethod
+    def _read(path: Path) -> Iterator[DeadLetter]:
+        with path.open(encoding="utf-8") as file:
             for line in file:
                 item = json.loads(line)
                 yield DeadLetter(

@@ -1,10 +1,16 @@
-"""The edge agent: CAN sources -> decoders -> batcher -> MQTT uplink.
+"""The edge agent: CAN sources -> decoders -> batcher -> spool -> MQTT uplink.
 
 Live buses are read by python-can's :class:`can.Notifier`, one per bus, whose
 listener decodes and queues records; recorded logs are replayed by a thread
-each. The main loop looks for message timeouts on live buses (wall clock) and
-publishes the agent's health. The agent ends when every log is replayed and no
-live bus is configured, or when ``stop`` is set.
+each. Batches go to the on-disk spool and from there to the broker
+(:mod:`edge.uplink`), so the agent starts and runs without a connection. The
+main loop looks for message timeouts on live buses (wall clock) and publishes
+the agent's health. The agent ends when every log is replayed and no live bus
+is configured, or when ``stop`` is set.
+
+A replayed log resumes where an earlier run's spool left off: the decoder is
+deterministic, so the run decodes the log again from the start and skips the
+records the spool already holds (or delivered).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import can
+import paho.mqtt.client as paho
 
 from edge.batcher import Batcher
 from edge.config import BusSettings, EdgeConfig
@@ -25,9 +32,10 @@ from edge.dbcload import load_dbc_files
 from edge.decoder import Emit, FrameDecoder
 from edge.integrity import resolve_integrity
 from edge.mapping import default_mapping_path, load_mapping
-from edge.uplink import TelemetryUplink
+from edge.uplink import TelemetryUplink, status_message
 from roadwave import mqtt
-from roadwave.contract import AgentHealth
+from roadwave.contract import AgentHealth, Record
+from roadwave.spool import DiskQueue
 
 LOGGER = logging.getLogger(__name__)
 
@@ -90,6 +98,25 @@ def open_log(path: Path) -> Iterable[can.Message]:
     if path.suffix.lower() == ".asc":
         return can.LogReader(path, relative_timestamp=False)
     return can.LogReader(path)
+
+
+def replay_source(bus: BusSettings) -> str:
+    """The spool's progress key of a replayed log: bus, file and size."""
+    assert bus.log is not None
+    return f"replay:{bus.name}:{bus.log}:{bus.log.stat().st_size}"
+
+
+class _Resume:
+    """Numbers a replay's records and skips those an earlier run already spooled."""
+
+    def __init__(self, source: str, skip: int, batcher: Batcher) -> None:
+        self._source, self._skip, self._batcher = source, skip, batcher
+        self._position = 0
+
+    def emit(self, record: Record) -> None:
+        self._position += 1
+        if self._position > self._skip:
+            self._batcher.add(record, (self._source, self._position))
 
 
 def _replay(log: Path, realtime: bool, listener: BusListener, stop: threading.Event) -> None:
@@ -164,19 +191,42 @@ class EdgeAgent:
         self._started = time.monotonic()
         config = self.config
         live_buses: dict[str, can.BusABC] = {}
+        spool = DiskQueue(
+            config.uplink.spool,
+            max_bytes=config.uplink.spool_max_bytes,
+            max_age_s=config.uplink.spool_max_age_s,
+        )
         try:  # local problems first: a bus that cannot open fails before any connection
             for bus in config.buses:
                 if bus.log is None:
                     live_buses[bus.name] = _open_bus(bus)
-            client = mqtt.connect(config.mqtt, config.client_id)
         except BaseException:
             for live in live_buses.values():
                 live.shutdown()
+            spool.close()
             raise
-        uplink = TelemetryUplink(client, config.vin, config.fleet)
+        connected_ns = time.time_ns()
+
+        def announce(client: paho.Client) -> None:  # the birth message, after every connection
+            birth = status_message(config.vin, config.fleet, True, connected_ns)
+            client.publish(birth.topic, birth.payload, birth.qos, birth.retain)
+
+        client = mqtt.connect(
+            config.mqtt,
+            config.client_id,
+            persistent=True,
+            will=status_message(config.vin, config.fleet, False, connected_ns),
+            on_connected=announce,
+            timeout_s=None,
+        )
+        uplink = TelemetryUplink(client, spool, config.vin, config.fleet, config.uplink)
+        uplink.start()
         batcher = Batcher(config.batch, uplink.send)
         batcher.start()
-        listeners = {bus.name: BusListener(self.decoders[bus.name], batcher.add) for bus in config.buses}
+        listeners = {
+            bus.name: BusListener(self.decoders[bus.name], self._emitter(bus, batcher, spool))
+            for bus in config.buses
+        }
         notifiers = [can.Notifier(live, [listeners[name]]) for name, live in live_buses.items()]
         replays = [
             threading.Thread(
@@ -202,9 +252,12 @@ class EdgeAgent:
                 thread.join()
             batcher.stop()
             delivered = uplink.drain(drain_timeout_s)
-            uplink.publish_health(self.health(uplink)).wait_for_publish(min(drain_timeout_s, 5.0))
-            client.loop_stop()
+            spool.close()
+            if client.is_connected():
+                uplink.publish_health(self.health(uplink)).wait_for_publish(min(drain_timeout_s, 5.0))
+                uplink.publish_status(False, time.time_ns()).wait_for_publish(min(drain_timeout_s, 5.0))
             client.disconnect()
+            client.loop_stop()
         return AgentReport(
             vin=config.vin,
             buses={name: decoder.stats.as_dict() for name, decoder in self.decoders.items()},
@@ -212,6 +265,17 @@ class EdgeAgent:
             delivered=delivered,
             wall_time_s=time.monotonic() - self._started,
         )
+
+    @staticmethod
+    def _emitter(bus: BusSettings, batcher: Batcher, spool: DiskQueue) -> Emit:
+        """Where a bus's records go: the batcher, through a resume point for replays."""
+        if bus.log is None:
+            return batcher.add
+        source = replay_source(bus)
+        skip = spool.progress(source)
+        if skip:
+            LOGGER.info("bus %s: resuming the replay of %s after record %d", bus.name, bus.log, skip)
+        return _Resume(source, skip, batcher).emit
 
     def _main_loop(
         self,

@@ -9,20 +9,27 @@ from collections.abc import Callable
 from edge.config import BatchSettings
 from roadwave.contract import Record
 
+#: Receives a batch and the latest position of each source that contributed to it.
+BatchEmit = Callable[[list[Record], dict[str, int]], None]
+
 
 class Batcher:
     """Thread-safe record batching: ``emit`` gets a list when it is full or old enough.
+
+    A record may come with a (source, position) pair, e.g. its place in a replayed
+    log; the batch is emitted with the last position of each source it holds.
 
     ``emit`` runs in the caller's thread when a batch fills up, and in the
     batcher's timer thread when a batch reaches ``max_age_s``; it is never run by
     two threads at once.
     """
 
-    def __init__(self, settings: BatchSettings, emit: Callable[[list[Record]], None]) -> None:
+    def __init__(self, settings: BatchSettings, emit: BatchEmit) -> None:
         self._settings = settings
         self._emit = emit
         self._lock = threading.Lock()
         self._records: list[Record] = []
+        self._progress: dict[str, int] = {}
         self._oldest = 0.0
         self._stopping = threading.Event()
         self._timer = threading.Thread(target=self._flush_by_age, name="batcher", daemon=True)
@@ -31,12 +38,14 @@ class Batcher:
         """Start the timer that flushes batches by age."""
         self._timer.start()
 
-    def add(self, record: Record) -> None:
-        """Queue one record; emit the batch if it is full."""
+    def add(self, record: Record, position: tuple[str, int] | None = None) -> None:
+        """Queue one record (at ``position`` of its source); emit the batch if it is full."""
         with self._lock:
             if not self._records:
                 self._oldest = time.monotonic()
             self._records.append(record)
+            if position is not None:
+                self._progress[position[0]] = position[1]
             if len(self._records) >= self._settings.max_records:
                 self._emit_locked()
 
@@ -55,7 +64,8 @@ class Batcher:
     def _emit_locked(self) -> None:
         if self._records:
             records, self._records = self._records, []
-            self._emit(records)
+            progress, self._progress = self._progress, {}
+            self._emit(records, progress)
 
     def _flush_by_age(self) -> None:
         max_age = self._settings.max_age_s

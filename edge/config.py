@@ -32,6 +32,14 @@ Example::
 
     [health]
     interval_s = 10.0                   # agent health published this often
+
+    [uplink]
+    spool = "spool/RWDEM000000000001.sqlite"   # default: next to this file, named by VIN
+    spool_max_mb = 256.0                # when full, the oldest batches are dropped (counted)
+    spool_max_age_h = 168.0             # batches older than this are dropped (counted)
+    compression = "zlib"                # or "none"
+    max_in_flight = 20                  # unacknowledged batches at a time
+    max_messages_per_s = 20.0           # resend rate after an outage
 """
 
 from __future__ import annotations
@@ -52,6 +60,37 @@ class BatchSettings:
 
     max_records: int = 1000
     max_age_s: float = 1.0
+
+
+COMPRESSIONS = ("zlib", "none")
+
+
+@dataclass(frozen=True)
+class UplinkSettings:
+    """Store-and-forward: where the spool lives, its bounds, and how fast it drains."""
+
+    spool: Path
+    spool_max_bytes: int = 256 * 2**20
+    spool_max_age_s: float = 7 * 24 * 3600.0
+    compression: str = "zlib"
+    max_in_flight: int = 20
+    max_messages_per_s: float = 20.0
+
+    @classmethod
+    def read(cls, table: Table, default_spool: Path) -> UplinkSettings:
+        """Read an ``[uplink]`` table."""
+        settings = cls(
+            spool=table.path("spool", None) or default_spool,
+            spool_max_bytes=int(
+                table.number("spool_max_mb", cls.spool_max_bytes / 2**20, minimum=8.0) * 2**20
+            ),
+            spool_max_age_s=table.number("spool_max_age_h", cls.spool_max_age_s / 3600, minimum=0.01) * 3600,
+            compression=table.choice("compression", COMPRESSIONS, cls.compression),
+            max_in_flight=table.integer("max_in_flight", cls.max_in_flight, minimum=1, maximum=1000),
+            max_messages_per_s=table.number("max_messages_per_s", cls.max_messages_per_s, minimum=0.1),
+        )
+        table.finish()
+        return settings
 
 
 @dataclass(frozen=True)
@@ -120,6 +159,7 @@ class EdgeConfig:
     vin: str
     fleet: str
     buses: tuple[BusSettings, ...]
+    uplink: UplinkSettings
     mqtt: MqttSettings = MqttSettings()
     batch: BatchSettings = BatchSettings()
     health_interval_s: float = 10.0
@@ -155,6 +195,7 @@ class EdgeConfig:
         health = table.table("health")
         health_interval_s = health.number("interval_s", cls.health_interval_s, minimum=0.1)
         health.finish()
+        uplink = UplinkSettings.read(table.table("uplink"), path.parent / "spool" / f"{vin}.sqlite")
         buses = tuple(BusSettings.read(bus) for bus in table.tables("bus"))
         table.finish()
         if not buses:
@@ -163,5 +204,11 @@ class EdgeConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"{path}: bus names must be unique, got {names}")
         return cls(
-            vin=vin, fleet=fleet, buses=buses, mqtt=mqtt, batch=batch, health_interval_s=health_interval_s
+            vin=vin,
+            fleet=fleet,
+            buses=buses,
+            uplink=uplink,
+            mqtt=mqtt,
+            batch=batch,
+            health_interval_s=health_interval_s,
         )

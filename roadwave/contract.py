@@ -7,6 +7,8 @@ defines what travels over MQTT. It is documented for humans in
 Topics::
 
     roadwave/v1/{fleet}/{vin}/telemetry     batches of decoded samples (QoS 1)
+    roadwave/v1/{fleet}/{vin}/health        agent counters (QoS 1, retained)
+    roadwave/v1/{fleet}/{vin}/status        online / offline: birth and last will (QoS 1, retained)
 
 Telemetry payload, schema version 2 (UTF-8 JSON, no NaN/Infinity)::
 
@@ -19,6 +21,10 @@ Telemetry payload, schema version 2 (UTF-8 JSON, no NaN/Infinity)::
 ``s`` maps VSS paths from :data:`VSS_CATALOG` to values of the declared type;
 ``q`` (optional) gives the quality of the samples that are not good, one of
 :data:`QUALITIES`. Version 1 is the same without ``q`` and is still accepted.
+
+Any vehicle payload may be sent deflated (a zlib stream, RFC 1950, of the
+JSON document); receivers tell the two apart by the first byte (``{`` or
+0x78) and refuse streams that would inflate beyond the payload size limit.
 Keys a receiver does not know are ignored, so additions that a receiver may
 safely ignore stay compatible; anything else gets a new ``v``.
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,12 +46,19 @@ TOPIC_ROOT: Final = "roadwave"
 TOPIC_VERSION: Final = "v1"
 TELEMETRY: Final = "telemetry"
 HEALTH: Final = "health"
+STATUS: Final = "status"
 #: What the cloud ingest subscribes to: every fleet's and vehicle's telemetry.
 TELEMETRY_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/{TOPIC_VERSION}/+/+/{TELEMETRY}"
 #: Every agent's health reports.
 HEALTH_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/{TOPIC_VERSION}/+/+/{HEALTH}"
 HEALTH_VERSION: Final = 1
 MAX_HEALTH_BYTES: Final = 64 * 1024
+#: Every agent's online/offline status (birth message and last will).
+STATUS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/{TOPIC_VERSION}/+/+/{STATUS}"
+STATUS_VERSION: Final = 1
+MAX_STATUS_BYTES: Final = 1024
+#: First byte of a zlib stream with the default 32 KiB window (RFC 1950 CMF).
+ZLIB_MAGIC: Final = 0x78
 
 #: Largest telemetry payload accepted, in bytes.
 MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
@@ -259,8 +273,8 @@ class TelemetryBatch:
         return sum(len(record.signals) for record in self.records)
 
 
-def encode_telemetry(batch: TelemetryBatch) -> bytes:
-    """Serialise a batch to its JSON payload (schema :data:`SCHEMA_VERSION`)."""
+def encode_telemetry(batch: TelemetryBatch, compress: bool = False) -> bytes:
+    """Serialise a batch to its JSON payload (schema :data:`SCHEMA_VERSION`), deflated if asked."""
     document = {
         "v": SCHEMA_VERSION,
         "vin": batch.vin,
@@ -273,7 +287,33 @@ def encode_telemetry(batch: TelemetryBatch) -> bytes:
             for r in batch.records
         ],
     }
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    text = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    return zlib.compress(text, 6) if compress else text
+
+
+def shared_subscription(group: str, topic_filter: str) -> str:
+    """An MQTT shared subscription: the broker hands each message to one member of ``group``."""
+    if not FLEET_PATTERN.fullmatch(group):
+        raise ContractError(f"invalid subscription group {group!r}: use 1-64 of A-Z a-z 0-9 _ -")
+    return f"$share/{group}/{topic_filter}"
+
+
+def _inflate(payload: bytes, max_bytes: int) -> bytes:
+    """The JSON text of a payload: as is, or inflated from zlib within ``max_bytes``."""
+    if not payload or payload[0] != ZLIB_MAGIC:
+        return payload
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(payload, max_bytes)
+    except zlib.error as exc:
+        raise PayloadError(f"payload is not valid zlib data: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise PayloadError(f"payload inflates beyond {max_bytes} bytes")
+    if not inflater.eof:
+        raise PayloadError("payload is a truncated zlib stream")
+    if inflater.unused_data:
+        raise PayloadError("payload has bytes after its zlib stream")
+    return text
 
 
 def _reject_constant(name: str) -> None:
@@ -330,7 +370,7 @@ def _open_payload(
     if len(payload) > max_bytes:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
-        document = json.loads(payload, parse_constant=_reject_constant)
+        document = json.loads(_inflate(payload, max_bytes), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"payload is not UTF-8 JSON: {exc}") from exc
     except RecursionError as exc:
@@ -431,4 +471,51 @@ def decode_health(topic: str, payload: bytes) -> AgentHealth:
         uptime_s=float(_field(document, "uptime_s", (int, float), "health")),
         buses={name: _counters(counters, f"health bus {name}") for name, counters in buses.items()},
         uplink=_counters(_field(document, "uplink", dict, "health"), "health uplink"),
+    )
+
+
+# --- agent status (birth message and last will) ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """Whether an agent is connected, published retained on ``.../{vin}/status`` (QoS 1).
+
+    The agent publishes ``online`` after every connection and registers
+    ``offline`` as its last will, which the broker publishes when the agent
+    vanishes; a clean exit publishes ``offline`` itself. ``since_ns`` is the
+    agent's wall-clock time of the connection (online) or the exit (offline);
+    a last will carries the time of the connection it was registered on.
+    """
+
+    vin: str
+    fleet: str
+    online: bool
+    since_ns: int
+
+
+def encode_status(status: AgentStatus) -> bytes:
+    """Serialise an agent status."""
+    document = {
+        "v": STATUS_VERSION,
+        "vin": status.vin,
+        "fleet": status.fleet,
+        "online": status.online,
+        "since": status.since_ns,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def decode_status(topic: str, payload: bytes) -> AgentStatus:
+    """Parse and validate an agent status received on ``topic``.
+
+    Raises:
+        PayloadError: naming what is wrong.
+    """
+    document, _ = _open_payload(topic, payload, STATUS, MAX_STATUS_BYTES, frozenset({STATUS_VERSION}))
+    return AgentStatus(
+        vin=document["vin"],
+        fleet=document["fleet"],
+        online=_field(document, "online", bool, "status"),
+        since_ns=_field(document, "since", int, "status"),
     )

@@ -13,9 +13,11 @@ import dataclasses
 import json
 import os
 import selectors
+import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self
@@ -67,8 +69,10 @@ class Pipeline:
         self.endpoints = endpoints
         self.fleet = fleet
         self.dbc = dbc
-        self._ingest: subprocess.Popen[str] | None = None
-        self._agents: list[subprocess.Popen[str]] = []
+        #: Names the ingest workers' shared subscription and sessions, unique to this pipeline.
+        self.group = f"ingest-{uuid.uuid4().hex[:8]}"
+        self._ingests: dict[str, subprocess.Popen[str]] = {}
+        self._agents: dict[str, subprocess.Popen[str]] = {}
         self.influx = InfluxClient(InfluxSettings(url=endpoints.influx_url, database=endpoints.database))
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -83,7 +87,11 @@ class Pipeline:
         warmup_s: float = 0.0,
         start_time: float | None = None,
     ) -> SimulationResult:
-        """Simulate the fleet once, writing each vehicle's CAN log and the ground truth."""
+        """Simulate the fleet once, writing each vehicle's CAN log and the ground truth.
+
+        New logs start a new drive: the agents' spools (and the resume points of
+        earlier replays in them) are removed.
+        """
         config = SimConfig(
             dbc=self.dbc,
             vehicles=vehicles,
@@ -95,13 +103,17 @@ class Pipeline:
         if start_time is not None:
             config = dataclasses.replace(config, start_time=start_time)
         sim = FleetSimulator(config)
+        shutil.rmtree(self.workdir / "spool", ignore_errors=True)
         truth = self.workdir / "ground-truth.jsonl"
         with CandumpLogSink(self.workdir / "logs", sim.vins) as logs, TruthJsonlSink(truth) as truths:
             stats = run(sim, [logs, truths])
         return SimulationResult(logs=dict(logs.paths), truth=truth, frames=stats.frames)
 
-    def start_ingest(self, timeout_s: float = 30.0) -> None:
-        """Write ``ingest.toml``, start the ingest and wait until it is subscribed."""
+    def start_ingest(self, workers: int = 1, timeout_s: float = 30.0) -> list[str]:
+        """Write ``ingest.toml`` and start ``workers`` ingest processes sharing the load.
+
+        Returns the worker names; each worker is subscribed when this returns.
+        """
         config = self.workdir / "ingest.toml"
         config.write_text(
             "[mqtt]\n"
@@ -112,14 +124,29 @@ class Pipeline:
             f"url = {_quote(self.endpoints.influx_url)}\n"
             f"database = {_quote(self.endpoints.database)}\n\n"
             "[ingest]\n"
+            f"share_group = {_quote(self.group)}\n"
             'dead_letter_dir = "dead-letters"\n'
+            'buffer_dir = "ingest-buffer"\n'
         )
-        self._ingest = self._spawn(["cloud", "ingest", "--config", str(config)], "ingest")
-        line = _read_json_line(self._ingest.stdout, timeout_s)
-        if not line or line.get("event") != "ready":
-            raise PipelineError(f"the ingest did not start; see {self.workdir / 'ingest.err'}")
+        names = [f"{self.group}-{index}" for index in range(workers)]
+        for name in names:
+            self.start_ingest_worker(name, timeout_s)
+        return names
 
-    def edge_config(self, vin: str, log: Path) -> Path:
+    def start_ingest_worker(self, name: str, timeout_s: float = 30.0) -> None:
+        """Start (or restart) one ingest worker and wait until it is subscribed."""
+        config = self.workdir / "ingest.toml"
+        process = self._spawn(["cloud", "ingest", "--config", str(config), "--worker", name], f"ingest-{name}")
+        self._ingests[name] = process
+        line = _read_json_line(process.stdout, timeout_s)
+        if not line or line.get("event") != "ready":
+            raise PipelineError(f"ingest worker {name} did not start; see {self.workdir / f'ingest-{name}.err'}")
+
+    def kill_ingest_worker(self, name: str) -> None:
+        """SIGKILL one ingest worker (no chance to finish anything)."""
+        _kill(self._ingests.pop(name))
+
+    def edge_config(self, vin: str, log: Path, realtime: bool = False) -> Path:
         """Write the edge agent configuration of one vehicle replaying ``log``."""
         path = self.workdir / f"edge-{vin}.toml"
         path.write_text(
@@ -128,26 +155,36 @@ class Pipeline:
             f"fleet = {_quote(self.fleet)}\n\n"
             "[mqtt]\n"
             f"host = {_quote(self.endpoints.mqtt_host)}\n"
-            f"port = {self.endpoints.mqtt_port}\n\n"
+            f"port = {self.endpoints.mqtt_port}\n"
+            "reconnect_min_s = 0.2\n"
+            "reconnect_max_s = 2.0\n\n"
             "[batch]\n"
             "max_records = 1000\n"
             "max_age_s = 1.0\n\n"
+            "[uplink]\n"
+            "max_messages_per_s = 200.0\n\n"
             "[[bus]]\n"
             'name = "can0"\n'
             f"dbc = [{_quote(str(self.dbc))}]\n"
             f"log = {_quote(str(log))}\n"
+            f"realtime = {'true' if realtime else 'false'}\n"
         )
         return path
 
-    def run_agents(self, logs: dict[str, Path], timeout_s: float = 300.0) -> list[dict[str, Any]]:
-        """Run one edge agent per vehicle to the end of its log; return their reports."""
-        self._agents = [
-            self._spawn(["edge", "--config", str(self.edge_config(vin, log))], f"edge-{vin}")
-            for vin, log in logs.items()
-        ]
+    def start_agent(self, vin: str, log: Path, realtime: bool = False) -> None:
+        """Start (or restart) the edge agent of one vehicle replaying ``log``."""
+        config = self.edge_config(vin, log, realtime)
+        self._agents[vin] = self._spawn(["edge", "--config", str(config)], f"edge-{vin}")
+
+    def kill_agent(self, vin: str) -> None:
+        """SIGKILL one edge agent."""
+        _kill(self._agents.pop(vin))
+
+    def wait_agents(self, timeout_s: float = 300.0) -> list[dict[str, Any]]:
+        """Wait for every running agent to finish its log; return their reports."""
         reports = []
         deadline = time.monotonic() + timeout_s
-        for vin, agent in zip(logs, self._agents, strict=True):
+        for vin, agent in list(self._agents.items()):
             try:
                 out, _ = agent.communicate(timeout=max(deadline - time.monotonic(), 1.0))
             except subprocess.TimeoutExpired:
@@ -158,7 +195,14 @@ class Pipeline:
                     f"see {self.workdir / f'edge-{vin}.err'}"
                 )
             reports.append(json.loads(out.strip().splitlines()[-1]))
+            del self._agents[vin]
         return reports
+
+    def run_agents(self, logs: dict[str, Path], timeout_s: float = 300.0) -> list[dict[str, Any]]:
+        """Run one edge agent per vehicle to the end of its log; return their reports."""
+        for vin, log in logs.items():
+            self.start_agent(vin, log)
+        return self.wait_agents(timeout_s)
 
     def stored_samples(self) -> int:
         """Number of field values stored, good and flagged."""
@@ -176,26 +220,33 @@ class Pipeline:
         return stored
 
     def stop_ingest(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Stop the ingest (SIGTERM) and return its final counters."""
-        if self._ingest is None:
+        """Stop every ingest worker (SIGTERM) and return their counters, summed."""
+        if not self._ingests:
             raise PipelineError("the ingest is not running")
-        ingest, self._ingest = self._ingest, None
-        ingest.terminate()
-        try:
-            out, _ = ingest.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            ingest.kill()
-            raise PipelineError("the ingest did not stop in time") from None
-        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        stopped = [line for line in lines if line.get("event") == "stopped"]
-        if not stopped:
-            raise PipelineError(f"the ingest ended without its report; see {self.workdir / 'ingest.err'}")
-        return stopped[-1]["stats"]
+        workers, self._ingests = self._ingests, {}
+        for process in workers.values():
+            process.terminate()
+        totals: dict[str, Any] = {}
+        for name, process in workers.items():
+            try:
+                out, _ = process.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise PipelineError(f"ingest worker {name} did not stop in time") from None
+            lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            stopped = [line for line in lines if line.get("event") == "stopped"]
+            if not stopped:
+                raise PipelineError(
+                    f"ingest worker {name} ended without its report; see {self.workdir / f'ingest-{name}.err'}"
+                )
+            for key, value in stopped[-1]["stats"].items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
 
     # --- processes ----------------------------------------------------------------
 
     def _spawn(self, args: list[str], name: str) -> subprocess.Popen[str]:
-        stderr = (self.workdir / f"{name}.err").open("w")
+        stderr = (self.workdir / f"{name}.err").open("a")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         return subprocess.Popen(
             [sys.executable, "-m", "roadwave", *args],
@@ -209,15 +260,14 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop every child process still running."""
-        for process in [*self._agents, *([self._ingest] if self._ingest else [])]:
+        for process in [*self._agents.values(), *self._ingests.values()]:
             if process.poll() is None:
                 process.terminate()
                 try:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        self._ingest = None
+                    _kill(process)
+        self._agents, self._ingests = {}, {}
         self.influx.close()
 
     def __enter__(self) -> Self:
@@ -225,6 +275,13 @@ class Pipeline:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    process.kill()
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def _read_json_line(stream: IO[str] | None, timeout_s: float) -> dict[str, Any] | None:

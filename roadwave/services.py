@@ -342,6 +342,11 @@ class Mosquitto(_ChildServer):
             "persistence true",
             f"persistence_location {self.workdir}{os.sep}",
             "persistence_file mosquitto.db",
+            # Consumers acknowledge after their writes are durable: give them a wide
+            # window, and queue for offline persistent sessions instead of dropping.
+            "max_inflight_messages 1000",
+            "max_queued_messages 1000000",
+            "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         ]

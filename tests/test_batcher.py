@@ -16,7 +16,7 @@ def record(i: int) -> Record:
 
 def test_full_batches_are_emitted_at_once_and_the_rest_on_stop() -> None:
     batches: list[list[Record]] = []
-    batcher = Batcher(BatchSettings(max_records=10, max_age_s=3600), batches.append)
+    batcher = Batcher(BatchSettings(max_records=10, max_age_s=3600), lambda b, _: batches.append(b))
     batcher.start()
     for i in range(25):
         batcher.add(record(i))
@@ -30,7 +30,7 @@ def test_old_records_are_emitted_by_the_timer() -> None:
     emitted = threading.Event()
     batches: list[list[Record]] = []
 
-    def emit(batch: list[Record]) -> None:
+    def emit(batch: list[Record], _progress: dict[str, int]) -> None:
         batches.append(batch)
         emitted.set()
 
@@ -44,7 +44,7 @@ def test_old_records_are_emitted_by_the_timer() -> None:
 
 def test_concurrent_adds_lose_nothing() -> None:
     batches: list[list[Record]] = []
-    batcher = Batcher(BatchSettings(max_records=7, max_age_s=0.01), batches.append)
+    batcher = Batcher(BatchSettings(max_records=7, max_age_s=0.01), lambda b, _: batches.append(b))
     batcher.start()
     threads = [
         threading.Thread(target=lambda base=base: [batcher.add(record(base + i)) for i in range(500)])
@@ -59,3 +59,14 @@ def test_concurrent_adds_lose_nothing() -> None:
     seen = sorted(r.t_ns for b in batches for r in b)
     assert seen == sorted(record(base + i).t_ns for base in range(0, 4000, 1000) for i in range(500))
     assert all(1 <= len(b) <= 7 for b in batches)
+
+
+def test_each_batch_carries_the_last_position_of_each_source() -> None:
+    emitted: list[tuple[int, dict[str, int]]] = []
+    batcher = Batcher(BatchSettings(max_records=3, max_age_s=3600), lambda b, p: emitted.append((len(b), p)))
+    for i in range(1, 6):
+        batcher.add(record(i), ("log-a", i))
+    batcher.add(record(9), ("log-b", 40))
+    batcher.add(record(10))  # a live record has no position
+    batcher.stop()
+    assert emitted == [(3, {"log-a": 3}), (3, {"log-a": 5, "log-b": 40}), (1, {})]

@@ -17,14 +17,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from waiting import wait_for
 
 from edge.agent import AgentReport, BusOpenError, EdgeAgent
-from edge.config import BatchSettings, BusSettings, EdgeConfig
+from edge.config import BatchSettings, BusSettings, EdgeConfig, UplinkSettings
 from roadwave import REFERENCE_DBC
 from roadwave.contract import AgentHealth, decode_health, decode_telemetry, telemetry_topic, vehicle_topic
 from roadwave.mqtt import MqttSettings
 from roadwave.sim.fleet import FleetSimulator, SimConfig, stream_to_buses
 
 
-def live_config(broker, vin: str, interface: str, channel: str, **options) -> EdgeConfig:
+def live_config(broker, spool: Path, vin: str, interface: str, channel: str, **options) -> EdgeConfig:
     return EdgeConfig(
         vin=vin,
         fleet="live",
@@ -33,13 +33,14 @@ def live_config(broker, vin: str, interface: str, channel: str, **options) -> Ed
                 name="can0", dbc=(REFERENCE_DBC,), interface=interface, channel=channel, options=options
             ),
         ),
+        uplink=UplinkSettings(spool=spool),
         mqtt=MqttSettings(host=broker.host, port=broker.port),
         batch=BatchSettings(max_records=100, max_age_s=0.1),
     )
 
 
 @pytest.mark.integration
-def test_live_virtual_bus_frames_are_decoded_and_published(mosquitto) -> None:
+def test_live_virtual_bus_frames_are_decoded_and_published(mosquitto, tmp_path) -> None:
     sim = FleetSimulator(SimConfig(vehicles=1, duration_s=2.0, seed=3))
     (vin,) = sim.vins
     received: list[int] = []
@@ -49,7 +50,7 @@ def test_live_virtual_bus_frames_are_decoded_and_published(mosquitto) -> None:
     tap.subscribe(telemetry_topic("live", vin), qos=1)
     tap.loop_start()
 
-    agent = EdgeAgent(live_config(mosquitto, vin, "virtual", "live-test-bus", preserve_timestamps=True))
+    agent = EdgeAgent(live_config(mosquitto, tmp_path / "spool.sqlite", vin, "virtual", "live-test-bus", preserve_timestamps=True))
     stop = threading.Event()
     reports = []
     worker = threading.Thread(target=lambda: reports.append(agent.run(stop)))
@@ -73,10 +74,11 @@ def test_live_virtual_bus_frames_are_decoded_and_published(mosquitto) -> None:
     tap.disconnect()
 
 
-def test_a_bus_that_cannot_open_fails_before_connecting() -> None:
+def test_a_bus_that_cannot_open_fails_before_connecting(tmp_path) -> None:
     nowhere = MqttSettings(port=1)  # never contacted: the bus fails first
     config = dataclasses.replace(
-        live_config(nowhere, "RWDEM000000000001", "no_such_interface", "x"), mqtt=nowhere
+        live_config(nowhere, tmp_path / "spool.sqlite", "RWDEM000000000001", "no_such_interface", "x"),
+        mqtt=nowhere,
     )
     with pytest.raises(BusOpenError, match="bus 'can0': cannot open no_such_interface channel 'x'"):
         EdgeAgent(config).run(threading.Event())
@@ -107,6 +109,7 @@ def test_replay_reports_reconciled_counters_and_leaves_retained_health(mosquitto
         vin=vin,
         fleet="health",
         buses=(BusSettings(name="can0", dbc=(REFERENCE_DBC,), log=log),),
+        uplink=UplinkSettings(spool=tmp_path / "spool.sqlite"),
         mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
         health_interval_s=0.1,
     )
@@ -168,7 +171,7 @@ def test_the_firmware_bridge_is_an_ordinary_input(mosquitto, tmp_path) -> None:
     (vin,) = sim.vins
     frames = [frame.message for frame in sim]
     with FirmwareSimulator(tmp_path / "ttyRW0", heartbeat_interval=0.1) as mcu:
-        agent = EdgeAgent(live_config(mosquitto, vin, "roadwave", str(mcu.path)))
+        agent = EdgeAgent(live_config(mosquitto, tmp_path / "spool.sqlite", vin, "roadwave", str(mcu.path)))
 
         def feed() -> None:
             for frame in frames:
@@ -199,6 +202,7 @@ def test_several_buses_at_once_each_with_its_name(mosquitto, tmp_path) -> None:
             BusSettings(name="body", dbc=(REFERENCE_DBC,), interface="udp_multicast", channel=channel),
             BusSettings(name="chassis", dbc=(REFERENCE_DBC,), log=log),
         ),
+        uplink=UplinkSettings(spool=tmp_path / "spool.sqlite"),
         mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
     )
     agent = EdgeAgent(config)
@@ -226,6 +230,7 @@ def test_replay_at_recorded_timing_takes_the_log_duration(mosquitto, tmp_path) -
         vin=sim.vins[0],
         fleet="paced",
         buses=(BusSettings(name="can0", dbc=(REFERENCE_DBC,), log=log, realtime=True),),
+        uplink=UplinkSettings(spool=tmp_path / "spool.sqlite"),
         mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
     )
     report = EdgeAgent(config).run(threading.Event())
@@ -240,10 +245,10 @@ NO_VCAN = "no vcan0: needs the vcan kernel module (ip link add vcan0 type vcan)"
 
 @pytest.mark.integration
 @pytest.mark.skipif(not VCAN.exists(), reason=NO_VCAN)
-def test_socketcan_vcan_is_an_ordinary_input(mosquitto) -> None:
+def test_socketcan_vcan_is_an_ordinary_input(mosquitto, tmp_path) -> None:
     sim = FleetSimulator(SimConfig(vehicles=1, duration_s=1.0, seed=12))
     frames = [frame.message for frame in sim]
-    agent = EdgeAgent(live_config(mosquitto, sim.vins[0], "socketcan", "vcan0", fd=True))
+    agent = EdgeAgent(live_config(mosquitto, tmp_path / "spool.sqlite", sim.vins[0], "socketcan", "vcan0", fd=True))
 
     def feed() -> None:
         with can.Bus(interface="socketcan", channel="vcan0", fd=True) as sender:

@@ -29,7 +29,12 @@ def ingest(mosquitto, influxdb, influx_database, tmp_path) -> Iterator[IngestSer
     config = IngestConfig(
         mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"ingest-{influx_database}"),
         influx=InfluxSettings(url=influxdb.url, database=influx_database),
-        ingest=IngestSettings(flush_interval_s=0.2, dead_letter_dir=tmp_path / "dead"),
+        ingest=IngestSettings(
+            flush_interval_s=0.2,
+            dead_letter_dir=tmp_path / "dead",
+            buffer_dir=tmp_path / "buffer",
+            share_group=f"group-{influx_database}",
+        ),
     )
     service = IngestService(config)
     stop = threading.Event()
@@ -144,7 +149,7 @@ def test_ingest_reports_an_unreachable_broker(influxdb, influx_database, tmp_pat
     config = IngestConfig(
         mqtt=MqttSettings(port=free_port()),
         influx=InfluxSettings(url=influxdb.url, database=influx_database),
-        ingest=IngestSettings(dead_letter_dir=tmp_path),
+        ingest=IngestSettings(dead_letter_dir=tmp_path, buffer_dir=tmp_path),
     )
     with pytest.raises(MqttConnectError, match="cannot reach the MQTT broker"):
         IngestService(config).run(threading.Event())

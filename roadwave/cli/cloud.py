@@ -37,14 +37,25 @@ def add_subparser(subparsers: Any) -> None:
     ingest.add_argument("--token", help="InfluxDB token (v2 API)")
     ingest.add_argument("--org", help="InfluxDB organisation (v2 API)")
     ingest.add_argument("--dead-letter-dir", type=Path, help="where rejected messages are kept")
+    ingest.add_argument(
+        "--worker",
+        metavar="NAME",
+        help="worker name for running several ingests: MQTT client id roadwave-ingest-NAME, "
+        "which also names its buffer and dead-letter files",
+    )
+    ingest.add_argument("--buffer-dir", type=Path, help="where messages wait while InfluxDB is unreachable")
+    ingest.add_argument(
+        "--metrics-port", type=int, help="serve /metrics, /ready and /live on this port (0: any free port)"
+    )
     ingest.set_defaults(func=run_ingest)
 
 
 def ingest_config(args: argparse.Namespace) -> IngestConfig:
     """The configuration file (or defaults) with command-line overrides applied."""
     config = IngestConfig.load(args.config) if args.config else IngestConfig()
+    client_id = f"roadwave-ingest-{args.worker}" if args.worker else None
     config = IngestConfig(
-        mqtt=with_overrides(config.mqtt, host=args.mqtt_host, port=args.mqtt_port),
+        mqtt=with_overrides(config.mqtt, host=args.mqtt_host, port=args.mqtt_port, client_id=client_id),
         influx=with_overrides(
             config.influx,
             url=args.influx_url,
@@ -53,7 +64,12 @@ def ingest_config(args: argparse.Namespace) -> IngestConfig:
             token=args.token,
             org=args.org,
         ),
-        ingest=with_overrides(config.ingest, dead_letter_dir=args.dead_letter_dir),
+        ingest=with_overrides(
+            config.ingest,
+            dead_letter_dir=args.dead_letter_dir,
+            buffer_dir=args.buffer_dir,
+            metrics_port=args.metrics_port,
+        ),
     )
     if config.influx.api == "v2" and not config.influx.token:
         raise ConfigError("the v2 InfluxDB API needs a token (--token or [influx] token)")
@@ -83,7 +99,13 @@ def run_ingest(args: argparse.Namespace) -> int:
     while worker.is_alive() and not service.ready.wait(0.1):
         pass
     if service.ready.is_set():
-        print(json.dumps({"event": "ready", "dead_letters": str(service.dead_letters.path)}), flush=True)
+        ready = {
+            "event": "ready",
+            "client_id": service.config.client_id,
+            "dead_letters": str(service.dead_letters.path),
+            "metrics_port": service.metrics.port,
+        }
+        print(json.dumps(ready), flush=True)
     while worker.is_alive():
         worker.join(0.2)  # short joins keep the main thread responsive to signals
     result = outcome[0] if outcome else RuntimeError("ingest ended unexpectedly")
