@@ -16,6 +16,12 @@ dead-lettered. When it is unreachable, the batch goes to the buffer, and so
 does everything after it until the buffer is drained, oldest first, with
 backoff between attempts. The queue is bounded: when it is full, the MQTT
 thread waits, which slows the broker down rather than dropping data.
+
+Instead of a shared subscription, workers can split the fleet by VIN
+(``partition = "k/N"``): each subscribes to all telemetry and acknowledges
+the messages of other partitions unread. It costs N times the broker's
+outgoing traffic, but plain persistent subscriptions survive a broker restart,
+which Mosquitto 2.0's shared subscriptions do not (see ``docs/scaling.md``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +72,8 @@ class IngestSettings:
     dead_letter_dir: Path = Path("dead-letters")
     create_database: bool = True
     share_group: str | None = "roadwave-ingest"
+    #: (index, count): this worker takes the VINs whose partition is ``index`` of ``count``.
+    partition: tuple[int, int] | None = None
     buffer_dir: Path = Path("ingest-buffer")
     buffer_max_bytes: int = 1024 * 2**20
     metrics_host: str = "127.0.0.1"
@@ -88,7 +97,9 @@ class IngestConfig:
     def subscription(self) -> str:
         """The telemetry filter, shared with the other workers of the group if there is one."""
         group = self.ingest.share_group
-        return shared_subscription(group, TELEMETRY_SUBSCRIPTION) if group else TELEMETRY_SUBSCRIPTION
+        if group and self.ingest.partition is None:
+            return shared_subscription(group, TELEMETRY_SUBSCRIPTION)
+        return TELEMETRY_SUBSCRIPTION
 
     @classmethod
     def load(cls, path: Path) -> IngestConfig:
@@ -125,6 +136,7 @@ class IngestConfig:
             dead_letter_dir=ingest_table.path("dead_letter_dir", str(base.dead_letter_dir)),
             create_database=ingest_table.flag("create_database", base.create_database),
             share_group=ingest_table.text("share_group", base.share_group) or None,
+            partition=parse_partition(ingest_table.text("partition", None), path),
             buffer_dir=ingest_table.path("buffer_dir", str(base.buffer_dir)),
             buffer_max_bytes=int(
                 ingest_table.number("buffer_max_mb", base.buffer_max_bytes / 2**20, minimum=1.0) * 2**20
@@ -141,11 +153,31 @@ class IngestConfig:
         return cls(mqtt=mqtt_settings, influx=influx, ingest=ingest)
 
 
+def parse_partition(text: str | None, where: Path | str) -> tuple[int, int] | None:
+    """Parse ``"k/N"`` (0 <= k < N)."""
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ConfigError(
+            f'{where}: partition must look like "0/2" (index/count, index < count), not {text!r}'
+        )
+    return int(index), int(count)
+
+
+def partition_of(topic: str, count: int) -> int:
+    """The partition of a message: by the VIN in its topic (stable across processes and runs)."""
+    parts = topic.split("/")
+    vin = parts[3] if len(parts) == 5 else ""
+    return zlib.crc32(vin.encode()) % count
+
+
 @dataclass
 class IngestStats:
     """Counters of one ingest run."""
 
     messages_received: int = 0
+    messages_skipped: int = 0
     messages_rejected: int = 0
     messages_written: int = 0
     messages_buffered: int = 0
@@ -189,6 +221,11 @@ class IngestService:
     # --- MQTT side (paho's network thread) ---------------------------------------
 
     def _on_message(self, client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        partition = self.config.ingest.partition
+        if partition is not None and partition_of(message.topic, partition[1]) != partition[0]:
+            self.stats.messages_skipped += 1
+            self._ack([(message.mid, message.qos)])
+            return
         self.stats.messages_received += 1
         payload = bytes(message.payload)
         try:

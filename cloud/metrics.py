@@ -28,7 +28,8 @@ LOGGER = logging.getLogger(__name__)
 PREFIX = "roadwave_ingest"
 #: Counters of IngestStats exported, with their help text.
 COUNTERS = {
-    "messages_received": "MQTT messages received",
+    "messages_received": "MQTT messages received (of this worker's partition)",
+    "messages_skipped": "MQTT messages of other partitions, acknowledged unread",
     "messages_rejected": "messages that broke the contract or were refused by InfluxDB (dead letters)",
     "messages_written": "messages whose points were written to InfluxDB",
     "messages_buffered": "messages kept in the on-disk buffer while InfluxDB was unreachable",

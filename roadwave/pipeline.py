@@ -72,6 +72,7 @@ class Pipeline:
         #: Names the ingest workers' shared subscription and sessions, unique to this pipeline.
         self.group = f"ingest-{uuid.uuid4().hex[:8]}"
         self._ingests: dict[str, subprocess.Popen[str]] = {}
+        self._worker_args: dict[str, list[str]] = {}
         self._agents: dict[str, subprocess.Popen[str]] = {}
         self.influx = InfluxClient(InfluxSettings(url=endpoints.influx_url, database=endpoints.database))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -109,9 +110,10 @@ class Pipeline:
             stats = run(sim, [logs, truths])
         return SimulationResult(logs=dict(logs.paths), truth=truth, frames=stats.frames)
 
-    def start_ingest(self, workers: int = 1, timeout_s: float = 30.0) -> list[str]:
+    def start_ingest(self, workers: int = 1, partitioned: bool = False, timeout_s: float = 30.0) -> list[str]:
         """Write ``ingest.toml`` and start ``workers`` ingest processes sharing the load.
 
+        The workers share a subscription, or split the fleet by VIN if ``partitioned``.
         Returns the worker names; each worker is subscribed when this returns.
         """
         config = self.workdir / "ingest.toml"
@@ -128,19 +130,24 @@ class Pipeline:
             'dead_letter_dir = "dead-letters"\n'
             'buffer_dir = "ingest-buffer"\n'
         )
-        names = [f"{self.group}-{index}" for index in range(workers)]
-        for name in names:
+        self._worker_args = {}
+        for index in range(workers):
+            name = f"{self.group}-{index}"
+            self._worker_args[name] = ["--partition", f"{index}/{workers}"] if partitioned else []
             self.start_ingest_worker(name, timeout_s)
-        return names
+        return list(self._worker_args)
 
     def start_ingest_worker(self, name: str, timeout_s: float = 30.0) -> None:
         """Start (or restart) one ingest worker and wait until it is subscribed."""
         config = self.workdir / "ingest.toml"
-        process = self._spawn(["cloud", "ingest", "--config", str(config), "--worker", name], f"ingest-{name}")
+        args = ["cloud", "ingest", "--config", str(config), "--worker", name, *self._worker_args[name]]
+        process = self._spawn(args, f"ingest-{name}")
         self._ingests[name] = process
         line = _read_json_line(process.stdout, timeout_s)
         if not line or line.get("event") != "ready":
-            raise PipelineError(f"ingest worker {name} did not start; see {self.workdir / f'ingest-{name}.err'}")
+            raise PipelineError(
+                f"ingest worker {name} did not start; see {self.workdir / f'ingest-{name}.err'}"
+            )
 
     def kill_ingest_worker(self, name: str) -> None:
         """SIGKILL one ingest worker (no chance to finish anything)."""
@@ -236,9 +243,8 @@ class Pipeline:
             lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
             stopped = [line for line in lines if line.get("event") == "stopped"]
             if not stopped:
-                raise PipelineError(
-                    f"ingest worker {name} ended without its report; see {self.workdir / f'ingest-{name}.err'}"
-                )
+                log = self.workdir / f"ingest-{name}.err"
+                raise PipelineError(f"ingest worker {name} ended without its report; see {log}")
             for key, value in stopped[-1]["stats"].items():
                 totals[key] = totals.get(key, 0) + value
         return totals

@@ -16,9 +16,9 @@ import paho.mqtt.client as paho
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from samples import Key, stored_samples
 
 from cloud.deadletter import DeadLetterStore
-from cloud.schema import FLAGGED_MEASUREMENT, TELEMETRY_MEASUREMENT
 from roadwave.contract import (
     INTEGER_RANGES,
     TELEMETRY_SUBSCRIPTION,
@@ -34,7 +34,6 @@ VEHICLES = 3
 DURATION_S = 20.0
 START = 1_763_700_000.0
 UNKNOWN_ID = 0x7AB
-Key = tuple[str, str, int, str]  # vin, bus, t_ns, VSS path
 
 
 class Tap:
@@ -70,20 +69,6 @@ class Tap:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def stored_samples(pipeline: Pipeline, fleet: str) -> dict[Key, tuple[object, str | None]]:
-    """Everything InfluxDB holds for the fleet: good samples and flagged ones with their quality."""
-    tags = {"time", "vin", "bus", "fleet", "quality"}
-    stored: dict[Key, tuple[object, str | None]] = {}
-    for measurement in (TELEMETRY_MEASUREMENT, FLAGGED_MEASUREMENT):
-        for row in pipeline.influx.query(f"SELECT * FROM {measurement} WHERE fleet = '{fleet}'"):
-            for path, value in row.items():
-                if path not in tags and value is not None:
-                    key = (row["vin"], row["bus"], row["time"], path)
-                    assert key not in stored, f"{key} stored twice"
-                    stored[key] = (value, row.get("quality"))
-    return stored
 
 
 def inject_bad_frames(log: Path) -> int:
@@ -159,7 +144,7 @@ def test_every_published_sample_lands_once_with_frame_time_and_true_value(pipeli
     assert ingest["samples_written"] == published
 
     # What was published is exactly what is stored, with its quality: once, nothing extra.
-    stored = stored_samples(pipeline, "e2e")
+    stored = stored_samples(pipeline.influx, "e2e")
     assert tap.rejected == 1
     assert tap.sample_count == published == len(tap.samples)  # no two samples share a key
     assert stored == tap.samples

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.influx import InfluxError
-from cloud.ingest import INFLUX_APIS, IngestConfig, IngestService, IngestStats
+from cloud.ingest import INFLUX_APIS, IngestConfig, IngestService, IngestStats, parse_partition
 from roadwave.configfile import ConfigError, with_overrides
 from roadwave.mqtt import MqttConnectError
 
@@ -43,6 +43,11 @@ def add_subparser(subparsers: Any) -> None:
         help="worker name for running several ingests: MQTT client id roadwave-ingest-NAME, "
         "which also names its buffer and dead-letter files",
     )
+    ingest.add_argument(
+        "--partition",
+        metavar="K/N",
+        help="take only the vehicles of partition K of N (plain subscriptions instead of a shared one)",
+    )
     ingest.add_argument("--buffer-dir", type=Path, help="where messages wait while InfluxDB is unreachable")
     ingest.add_argument(
         "--metrics-port", type=int, help="serve /metrics, /ready and /live on this port (0: any free port)"
@@ -69,6 +74,7 @@ def ingest_config(args: argparse.Namespace) -> IngestConfig:
             dead_letter_dir=args.dead_letter_dir,
             buffer_dir=args.buffer_dir,
             metrics_port=args.metrics_port,
+            partition=parse_partition(args.partition, "--partition"),
         ),
     )
     if config.influx.api == "v2" and not config.influx.token:
