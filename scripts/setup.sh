@@ -27,11 +27,13 @@ have() {
 
 python_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 
-# Print the apt packages this machine still needs, one per line.
+# Print the apt packages this machine still needs, one per line (tshark only as root).
 missing_packages() {
     have mosquitto || echo mosquitto
     have influxd || echo influxdb
     have make || echo make
+    # Optional: lets the V2X pcap test check our captures with Wireshark's dissectors.
+    [[ $(id -u) -eq 0 ]] && ! have tshark && echo tshark
     if [[ ! -x $VENV/bin/python && $PYTHON == python3 ]]; then
         have python3 || echo python3
         python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv

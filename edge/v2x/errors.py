@@ -1,0 +1,22 @@
+"""Errors of the V2X layers.
+
+::
+
+    V2xError
+     +-- V2xEncodeError (also ValueError)   a value the standard cannot carry
+     +-- V2xDecodeError (also ValueError)   bytes that are not a valid message or packet
+"""
+
+from __future__ import annotations
+
+
+class V2xError(Exception):
+    """Root of the V2X errors."""
+
+
+class V2xEncodeError(V2xError, ValueError):
+    """A value is outside what the message or header can carry; the message names the field."""
+
+
+class V2xDecodeError(V2xError, ValueError):
+    """Bytes that cannot be decoded; the message gives the reason."""
