@@ -45,7 +45,7 @@ class MqttSettings:
             client_id=table.text("client_id", None),
             keepalive_s=table.integer("keepalive_s", cls.keepalive_s, minimum=5),
             reconnect_min_s=table.number("reconnect_min_s", cls.reconnect_min_s, minimum=0.1),
-            reconnect_max_s=table.number("reconnect_max_s", cls.reconnect_max_s, minimum=1.0),
+            reconnect_max_s=table.number("reconnect_max_s", cls.reconnect_max_s, minimum=0.1),
         )
         if settings.reconnect_max_s < settings.reconnect_min_s:
             raise table.error(

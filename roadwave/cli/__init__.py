@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from roadwave import __version__
 
-SUBCOMMANDS = ("sim", "edge", "decode", "record", "cloud", "demo")
+SUBCOMMANDS = ("sim", "edge", "decode", "record", "cloud", "demo", "eval_events")
 
 
 def build_parser() -> argparse.ArgumentParser:

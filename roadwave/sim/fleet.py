@@ -154,7 +154,7 @@ class _Page:
 
 
 @dataclass(frozen=True, slots=True)
-class _MessagePlan:
+class MessagePlan:
     message: DbcMessage
     cycle_ms: int
     offset_ms: int
@@ -193,10 +193,10 @@ def _page(signals: Sequence[DbcSignal], fixed: dict[str, int]) -> _Page:
     return _Page(fixed, tuple(quantised), tuple(clamped), tuple(labels))
 
 
-def _plan_messages(database: cantools.database.can.Database) -> tuple[_MessagePlan, ...]:
+def plan_messages(database: cantools.database.can.Database) -> tuple[MessagePlan, ...]:
     """Which messages the simulator sends and how; unsupported ones are skipped with a warning."""
     specs = integrity_specs(database)
-    plans: list[_MessagePlan] = []
+    plans: list[MessagePlan] = []
     for message in database.messages:
         cycle = message.cycle_time
         if not cycle or cycle <= 0:
@@ -229,7 +229,7 @@ def _plan_messages(database: cantools.database.can.Database) -> tuple[_MessagePl
             )
         else:
             pages = (_page(physical, {}),)
-        plans.append(_MessagePlan(message, int(cycle), len(plans) % int(cycle), pages, integrity))
+        plans.append(MessagePlan(message, int(cycle), len(plans) % int(cycle), pages, integrity))
     if not plans:
         raise ValueError(f"{database!r}: no message can be simulated (see the warnings)")
     return tuple(plans)
@@ -247,7 +247,7 @@ class FleetSimulator:
         if not isinstance(database, cantools.database.can.Database):
             raise ValueError(f"{config.dbc} is not a CAN database")
         self.database = database
-        self._plans = _plan_messages(database)
+        self._plans = plan_messages(database)
         ring = config.ring
         self.ring = ring
         #: Ring car index of each connected vehicle, spread evenly around the ring.
@@ -310,7 +310,7 @@ class FleetSimulator:
                 counts = sent[vehicle]
                 for index in firing:
                     plan = plans[index]
-                    data, values = _encode(plan, vehicle_signals, counts[index])
+                    data, values = encode_frame(plan, vehicle_signals, counts[index])
                     counts[index] += 1
                     message = plan.message
                     yield SimFrame(
@@ -352,8 +352,8 @@ class FleetSimulator:
         ]
 
 
-def _encode(
-    plan: _MessagePlan, signals: dict[str, SignalValue], count: int
+def encode_frame(
+    plan: MessagePlan, signals: dict[str, SignalValue], count: int
 ) -> tuple[bytes, dict[str, SignalValue]]:
     """Payload and ground-truth values of the ``count``-th frame of ``plan`` for one vehicle."""
     page = plan.pages[count % len(plan.pages)]

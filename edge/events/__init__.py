@@ -1,0 +1,16 @@
+"""ADAS and driving events detected on the edge from decoded VSS records (docs/events.md)."""
+
+from edge.events.config import DETECTOR_KINDS, EventsConfig, parse_events_config
+from edge.events.engine import ENDED, EVENT_SCHEMA_VERSION, ONGOING, Event, EventEngine, EventFormatError
+
+__all__ = [
+    "DETECTOR_KINDS",
+    "ENDED",
+    "EVENT_SCHEMA_VERSION",
+    "ONGOING",
+    "Event",
+    "EventEngine",
+    "EventFormatError",
+    "EventsConfig",
+    "parse_events_config",
+]
