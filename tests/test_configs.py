@@ -47,6 +47,8 @@ def test_edge_config_loads_with_defaults_filled_in(tmp_path) -> None:
     assert config.client_id == "roadwave-edge-RWDEM000000000001"
     assert config.mqtt.port == 1884 and config.mqtt.keepalive_s == 30
     assert config.batch.max_records == 200 and config.batch.max_age_s == 0.5
+    assert config.uplink.spool == tmp_path / "spool" / "RWDEM000000000001.sqlite"
+    assert (config.uplink.compression, config.uplink.max_in_flight) == ("zlib", 20)
     (bus,) = config.buses
     assert bus.dbc == (DBC,) and bus.options == {"preserve_timestamps": True} and bus.log is None
 
@@ -78,6 +80,10 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path) -> None:
         (f'["{DBC}"]', "[]", "non-empty list of paths"),
         ("[[bus]]", "[bus]", r"\[\[bus\]\] must be|bus must be list"),
         ("[mqtt]", "[mqtt]\ntls = true", r"\[mqtt\]: unknown key\(s\) tls"),
+        ("[mqtt]", "[mqtt]\nreconnect_min_s = 5.0\nreconnect_max_s = 2.0", "reconnect_max_s .2. is below"),
+        ("[batch]", "[uplink]\ncompression = 'lz4'\n\n[batch]", "compression must be one of zlib, none"),
+        ("[batch]", "[uplink]\nspool_max_mb = 1\n\n[batch]", "spool_max_mb must be >= 8"),
+        ("[batch]", "[uplink]\nmax_in_flight = 0\n\n[batch]", "max_in_flight must be >= 1"),
     ],
 )
 def test_invalid_edge_configs_name_file_key_and_problem(tmp_path, old: str, new: str, message: str) -> None:
@@ -133,6 +139,10 @@ def test_ingest_config_loads(tmp_path) -> None:
     assert config.ingest.batch_lines == 2000
     assert config.ingest.dead_letter_dir == tmp_path / "rejected"
     assert config.client_id == "roadwave-ingest"
+    assert config.subscription == "$share/roadwave-ingest/roadwave/v1/+/+/telemetry"
+    partitioned = IngestConfig.load(write(tmp_path, INGEST + 'partition = "1/3"\n'))
+    assert partitioned.ingest.partition == (1, 3)
+    assert partitioned.subscription == "roadwave/v1/+/+/telemetry"
 
 
 @pytest.mark.parametrize(
@@ -143,6 +153,9 @@ def test_ingest_config_loads(tmp_path) -> None:
         ('url = "http://127.0.0.1:8087"', 'url = "127.0.0.1:8087"', "must start with http"),
         ("batch_lines = 2000", "batch_lines = 0", "batch_lines must be >= 1"),
         ("[influx]", "[influx]\nbucket = 'x'", r"unknown key\(s\) bucket"),
+        ("batch_lines = 2000", 'partition = "2/2"', 'partition must look like "0/2"'),
+        ("batch_lines = 2000", 'share_group = "a/b"', "share_group 'a/b'"),
+        ("batch_lines = 2000", "buffer_max_mb = 0.5", "buffer_max_mb must be >= 1"),
     ],
 )
 def test_invalid_ingest_configs(tmp_path, old: str, new: str, message: str) -> None:

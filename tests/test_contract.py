@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 
 from roadwave.contract import (
     MAX_PAYLOAD_BYTES,
     MAX_RECORDS,
+    STATUS,
     TELEMETRY_SUBSCRIPTION,
     VSS_CATALOG,
+    AgentStatus,
     PayloadError,
     Record,
     TelemetryBatch,
     TopicError,
+    decode_status,
     decode_telemetry,
+    encode_status,
     encode_telemetry,
     parse_topic,
+    shared_subscription,
     telemetry_topic,
+    vehicle_topic,
 )
 
 VIN = "RWDEM000000000001"
@@ -200,3 +207,48 @@ def test_invalid_health_reports_name_the_problem(mutate, message: str) -> None:
         decode_health(vehicle_topic("demo", VIN, "health"), payload(document))
     with pytest.raises(PayloadError, match="not a health topic"):
         decode_health(TOPIC, payload(health_document()))
+
+
+def test_deflated_payloads_decode_to_the_same_batch_and_are_much_smaller() -> None:
+    records = [
+        Record(
+            T0 + i * 10_000_000, "can0", {"Vehicle.Speed": 50.0 + i / 10, "Vehicle.Acceleration.Lateral": 0.1}
+        )
+        for i in range(100)
+    ]
+    original = TelemetryBatch(VIN, "demo", 1, records)
+    plain, deflated = encode_telemetry(original), encode_telemetry(original, compress=True)
+    assert deflated[0] == 0x78 and len(deflated) * 4 < len(plain)
+    assert decode_telemetry(TOPIC, deflated) == decode_telemetry(TOPIC, plain) == original
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (zlib.compress(b"{" * 10) + b"extra", "bytes after its zlib stream"),
+        (zlib.compress(json.dumps({"v": 2}).encode())[:-3], "truncated zlib stream"),
+        (b"\x78\x9c not really deflate", "not valid zlib data"),
+        (zlib.compress(b" " * (MAX_PAYLOAD_BYTES + 1), 9), f"inflates beyond {MAX_PAYLOAD_BYTES} bytes"),
+    ],
+)
+def test_bad_deflated_payloads_are_refused_without_inflating_them_whole(raw: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        decode_telemetry(TOPIC, raw)
+
+
+def test_status_round_trips_and_is_checked() -> None:
+    topic = vehicle_topic("demo", VIN, STATUS)
+    status = AgentStatus(VIN, "demo", True, T0)
+    assert decode_status(topic, encode_status(status)) == status
+    with pytest.raises(PayloadError, match="'online' has the wrong type"):
+        decode_status(
+            topic, json.dumps({"v": 1, "vin": VIN, "fleet": "demo", "online": 1, "since": T0}).encode()
+        )
+    with pytest.raises(PayloadError, match="is not a status topic"):
+        decode_status(TOPIC, encode_status(status))
+
+
+def test_shared_subscriptions_name_a_valid_group() -> None:
+    assert shared_subscription("ingest", TELEMETRY_SUBSCRIPTION) == f"$share/ingest/{TELEMETRY_SUBSCRIPTION}"
+    with pytest.raises(ValueError, match="invalid subscription group 'a/b'"):
+        shared_subscription("a/b", TELEMETRY_SUBSCRIPTION)

@@ -153,3 +153,101 @@ def test_ingest_reports_an_unreachable_broker(influxdb, influx_database, tmp_pat
     )
     with pytest.raises(MqttConnectError, match="cannot reach the MQTT broker"):
         IngestService(config).run(threading.Event())
+
+
+def run_service(config: IngestConfig) -> tuple[IngestService, threading.Event, threading.Thread]:
+    service = IngestService(config)
+    stop = threading.Event()
+    worker = threading.Thread(target=service.run, args=(stop,))
+    worker.start()
+    assert service.ready.wait(15), "ingest did not subscribe"
+    return service, stop, worker
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_metrics_and_probes_report_what_the_service_did(
+    mosquitto, influxdb, influx_database, publisher, tmp_path
+) -> None:
+    config = IngestConfig(
+        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"metrics-{influx_database}"),
+        influx=InfluxSettings(url=influxdb.url, database=influx_database),
+        ingest=IngestSettings(
+            flush_interval_s=0.1,
+            dead_letter_dir=tmp_path / "dead",
+            buffer_dir=tmp_path / "buffer",
+            share_group=f"metrics-{influx_database}",
+            metrics_port=0,
+        ),
+    )
+    service, stop, worker = run_service(config)
+    try:
+        port = service.metrics.port
+        assert port
+        publish(publisher, telemetry_topic("demo", VIN_A), encode_telemetry(batch(VIN_A, 0, T0, 20), True))
+        publish(publisher, telemetry_topic("demo", VIN_A), b"broken")
+        wait_for(lambda: service.stats.points_written == 20 and service.stats.messages_rejected == 1)
+        status, text = http_get(port, "/metrics")
+        assert status == 200
+        assert "roadwave_ingest_points_written_total 20.0" in text
+        assert "roadwave_ingest_messages_rejected_total 1.0" in text
+        assert "roadwave_ingest_messages_acked_total 2.0" in text
+        assert f'roadwave_ingest_vehicle_last_seen_seconds{{fleet="demo",vin="{VIN_A}"}}' in text
+        assert "roadwave_ingest_frame_to_durable_seconds_count 1.0" in text
+        assert http_get(port, "/ready") == (200, "ok\n")
+        assert http_get(port, "/live") == (200, "ok\n")
+        assert http_get(port, "/nothing")[0] == 404
+    finally:
+        stop.set()
+        worker.join(30)
+
+
+def test_an_influxdb_outage_is_buffered_on_disk_acknowledged_and_drained_in_order(
+    mosquitto, start_server, publisher, tmp_path
+) -> None:
+    from roadwave.services import InfluxDB1
+
+    influx = start_server(InfluxDB1(tmp_path / "influxdb"))
+    config = IngestConfig(
+        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="outage-ingest"),
+        influx=InfluxSettings(url=influx.url, database="outage", timeout_s=2.0),
+        ingest=IngestSettings(
+            flush_interval_s=0.1,
+            dead_letter_dir=tmp_path / "dead",
+            buffer_dir=tmp_path / "buffer",
+            share_group="outage",
+        ),
+    )
+    service, stop, worker = run_service(config)
+    try:
+        influx.stop()
+        for seq in range(5):
+            publish(
+                publisher,
+                telemetry_topic("demo", VIN_A),
+                encode_telemetry(batch(VIN_A, seq, T0 + seq * 10**9, 10)),
+            )
+        wait_for(lambda: service.stats.messages_buffered == 5 and service.stats.messages_acked == 5)
+        assert service.buffer is not None and len(service.buffer) == 5
+        assert service.readiness() == (True, "ok (InfluxDB unreachable; buffering)")
+        influx.start()
+        wait_for(lambda: service.stats.points_written == 50, "the buffer to drain", timeout=60)
+        assert len(service.buffer) == 0 and service.stats.messages_rejected == 0
+        rows = InfluxClient(InfluxSettings(url=influx.url, database="outage")).query(
+            f"SELECT \"Vehicle.Speed\" FROM telemetry WHERE vin = '{VIN_A}'"
+        )
+        assert [row["time"] for row in rows] == sorted(
+            T0 + s * 10**9 + i * 100_000_000 for s in range(5) for i in range(10)
+        )
+    finally:
+        stop.set()
+        worker.join(30)
