@@ -51,6 +51,11 @@ def format_field(value: Scalar) -> str:
     return f'"{value.translate(_STRING_ESCAPES)}"'
 
 
+def escape_key(key: str) -> str:
+    """A tag key, tag value or field key escaped for line protocol."""
+    return key.translate(_KEY_ESCAPES)
+
+
 def format_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Scalar], t_ns: int) -> str:
     """One point in line protocol with a nanosecond timestamp; tags sorted by key."""
     tag_text = "".join(

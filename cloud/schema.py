@@ -10,33 +10,64 @@ batch overwrites the same points instead of duplicating them.
 
 from __future__ import annotations
 
-from cloud.influx import format_line
-from roadwave.contract import Record, TelemetryBatch, Value
+import functools
+
+from cloud.influx import escape_key, format_line
+from roadwave.contract import TelemetryBatch, Value
 
 TELEMETRY_MEASUREMENT = "telemetry"
 FLAGGED_MEASUREMENT = "telemetry_flagged"
 
 
-def _record_lines(batch: TelemetryBatch, record: Record) -> list[str]:
-    tags = {"fleet": batch.fleet, "vin": batch.vin, "bus": record.bus}
-    if not record.quality:
-        return [format_line(TELEMETRY_MEASUREMENT, tags, record.signals, record.t_ns)]
-    by_quality: dict[str, dict[str, Value]] = {}
-    good: dict[str, Value] = {}
-    for path, value in record.signals.items():
-        quality = record.quality.get(path)
-        if quality is None:
-            good[path] = value
+@functools.cache
+def _field_key(path: str) -> str:
+    return escape_key(path)
+
+
+def _field_set(fields: dict[str, Value]) -> str:
+    """Validated values (contract-typed, finite) as a line-protocol field set."""
+    parts = []
+    for path, value in fields.items():
+        if value is True:
+            text = "true"
+        elif value is False:
+            text = "false"
+        elif type(value) is int:
+            text = f"{value}i"
         else:
-            by_quality.setdefault(quality, {})[path] = value
-    lines = [format_line(TELEMETRY_MEASUREMENT, tags, good, record.t_ns)] if good else []
-    lines.extend(
-        format_line(FLAGGED_MEASUREMENT, {**tags, "quality": quality}, fields, record.t_ns)
-        for quality, fields in by_quality.items()
-    )
-    return lines
+            text = repr(value)
+        parts.append(f"{_field_key(path)}={text}")
+    return ",".join(parts)
 
 
 def telemetry_lines(batch: TelemetryBatch) -> list[str]:
-    """Line protocol for every record of a validated batch."""
-    return [line for record in batch.records for line in _record_lines(batch, record)]
+    """Line protocol for every record of a validated batch.
+
+    Equal to :func:`format_line` point by point, with the escaping of tags and keys
+    done once per batch and per VSS path: this is the ingest's hot loop.
+    """
+    prefixes: dict[tuple[str, str | None], str] = {}
+
+    def prefix(bus: str, quality: str | None = None) -> str:
+        key = (bus, quality)
+        if key not in prefixes:
+            tags = {"fleet": batch.fleet, "vin": batch.vin, "bus": bus}
+            measurement = TELEMETRY_MEASUREMENT if quality is None else FLAGGED_MEASUREMENT
+            if quality is not None:
+                tags["quality"] = quality
+            prefixes[key] = format_line(measurement, tags, {}, 0).rsplit(" ", 2)[0] + " "
+        return prefixes[key]
+
+    lines = []
+    for record in batch.records:
+        t = f" {record.t_ns}"
+        if not record.quality:
+            lines.append(prefix(record.bus) + _field_set(record.signals) + t)
+            continue
+        by_quality: dict[str | None, dict[str, Value]] = {}
+        for path, value in record.signals.items():
+            by_quality.setdefault(record.quality.get(path), {})[path] = value
+        lines.extend(
+            prefix(record.bus, quality) + _field_set(fields) + t for quality, fields in by_quality.items()
+        )
+    return lines

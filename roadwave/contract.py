@@ -31,6 +31,7 @@ safely ignore stay compatible; anything else gets a new ``v``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -181,7 +182,7 @@ def check_value(path: str, value: Any) -> Value:
     if datatype in FLOAT_TYPES:
         if not math.isfinite(value):
             raise ContractError(f"{path} must be finite, got {value!r}")
-        return value
+        return float(value)  # JSON may carry 12 for 12.0; storage types must not depend on it
     if not isinstance(value, int):
         raise ContractError(f"{path} is {datatype}, got non-integer {value!r}")
     low, high = INTEGER_RANGES[datatype]
@@ -329,7 +330,53 @@ def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
+@functools.cache
+def _valid_bus(bus: str) -> bool:
+    return BUS_PATTERN.fullmatch(bus) is not None
+
+
+def _plainly_valid(path: str, value: Any) -> bool:
+    """True if ``value`` is valid for ``path`` as the edge sends it; False means: check in detail."""
+    signal = VSS_CATALOG.get(path)
+    if signal is None:
+        return False
+    kind = type(value)
+    if signal.datatype in FLOAT_TYPES:
+        return kind is float and math.isfinite(value)
+    if signal.datatype == "boolean":
+        return kind is bool
+    low, high = INTEGER_RANGES[signal.datatype]
+    return kind is int and low <= value <= high
+
+
+def _plain_record(item: Any, version: int) -> Record | None:
+    """The record if every part of it is plainly valid (the common case, fast), else None."""
+    if type(item) is not dict:
+        return None
+    t_ns, bus, signals = item.get("t"), item.get("bus"), item.get("s")
+    if not (
+        type(t_ns) is int
+        and MIN_TIMESTAMP_NS <= t_ns < MAX_TIMESTAMP_NS
+        and type(bus) is str
+        and _valid_bus(bus)
+        and type(signals) is dict
+        and signals
+        and all(_plainly_valid(path, value) for path, value in signals.items())
+    ):
+        return None
+    quality = item.get("q") if version >= 2 else None
+    if quality is None:
+        return Record(t_ns, bus, signals)
+    if type(quality) is dict and all(path in signals and code in QUALITIES for path, code in quality.items()):
+        return Record(t_ns, bus, signals, quality)
+    return None
+
+
 def _decode_record(item: Any, index: int, version: int) -> Record:
+    """A validated record; anything not plainly valid is checked in detail and explained."""
+    plain = _plain_record(item, version)
+    if plain is not None:
+        return plain
     where = f"record {index}"
     if not isinstance(item, dict):
         raise PayloadError(f"{where} is not an object")

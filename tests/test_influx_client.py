@@ -93,3 +93,33 @@ def test_refused_data_is_not_retryable_and_outages_are(influxdb, influx_database
     assert outage.value.retryable
     with pytest.raises(InfluxError, match="error parsing query"):
         client.query("SELECT nonsense FROM")
+
+
+def test_telemetry_lines_equal_format_line_point_by_point() -> None:
+    from cloud.schema import FLAGGED_MEASUREMENT, TELEMETRY_MEASUREMENT, telemetry_lines
+    from roadwave.contract import RANGE, STALE, Record, TelemetryBatch
+
+    t0 = 1_763_700_000_000_000_000
+    speed, gear, hazard = (
+        "Vehicle.Speed",
+        "Vehicle.Powertrain.Transmission.CurrentGear",
+        ("Vehicle.Body.Lights.Hazard.IsSignaling"),
+    )
+    records = [
+        Record(t0, "can0", {speed: 12.0, gear: 3, hazard: True}),
+        Record(t0 + 1, "body.1", {speed: 99.5, gear: -1, hazard: False}, {speed: RANGE, hazard: STALE}),
+        Record(t0 + 2, "can0", {speed: 1e-7}, {speed: STALE}),
+    ]
+    batch = TelemetryBatch("RWDEM000000000001", "fleet-a", 0, records)
+    tags = {"fleet": "fleet-a", "vin": "RWDEM000000000001"}
+    expected = {
+        format_line(TELEMETRY_MEASUREMENT, {**tags, "bus": "can0"}, records[0].signals, t0),
+        format_line(TELEMETRY_MEASUREMENT, {**tags, "bus": "body.1"}, {gear: -1}, t0 + 1),
+        format_line(FLAGGED_MEASUREMENT, {**tags, "bus": "body.1", "quality": RANGE}, {speed: 99.5}, t0 + 1),
+        format_line(
+            FLAGGED_MEASUREMENT, {**tags, "bus": "body.1", "quality": STALE}, {hazard: False}, t0 + 1
+        ),
+        format_line(FLAGGED_MEASUREMENT, {**tags, "bus": "can0", "quality": STALE}, {speed: 1e-7}, t0 + 2),
+    }
+    lines = telemetry_lines(batch)
+    assert len(lines) == 5 and set(lines) == expected
