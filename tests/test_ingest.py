@@ -24,23 +24,33 @@ VIN_B = "RWDEM000000000002"
 T0 = 1_763_700_000_000_000_000
 
 
-@pytest.fixture
-def ingest(mosquitto, influxdb, influx_database, tmp_path) -> Iterator[IngestService]:
-    config = IngestConfig(
-        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"ingest-{influx_database}"),
-        influx=InfluxSettings(url=influxdb.url, database=influx_database),
+def ingest_config(broker, influx_url: str, database: str, workdir: Path, **settings) -> IngestConfig:
+    """A test ingest: its own session, share group, buffer and dead letters."""
+    return IngestConfig(
+        mqtt=MqttSettings(host=broker.host, port=broker.port, client_id=f"ingest-{database}"),
+        influx=InfluxSettings(url=influx_url, database=database, timeout_s=2.0),
         ingest=IngestSettings(
-            flush_interval_s=0.2,
-            dead_letter_dir=tmp_path / "dead",
-            buffer_dir=tmp_path / "buffer",
-            share_group=f"group-{influx_database}",
+            dead_letter_dir=workdir / "dead",
+            buffer_dir=workdir / "buffer",
+            share_group=f"group-{database}",
+            **settings,
         ),
     )
+
+
+def run_service(config: IngestConfig) -> tuple[IngestService, threading.Event, threading.Thread]:
     service = IngestService(config)
     stop = threading.Event()
     worker = threading.Thread(target=service.run, args=(stop,))
     worker.start()
     assert service.ready.wait(15), "ingest did not subscribe"
+    return service, stop, worker
+
+
+@pytest.fixture
+def ingest(mosquitto, influxdb, influx_database, tmp_path) -> Iterator[IngestService]:
+    config = ingest_config(mosquitto, influxdb.url, influx_database, tmp_path, flush_interval_s=0.2)
+    service, stop, worker = run_service(config)
     yield service
     stop.set()
     worker.join(30)
@@ -155,15 +165,6 @@ def test_ingest_reports_an_unreachable_broker(influxdb, influx_database, tmp_pat
         IngestService(config).run(threading.Event())
 
 
-def run_service(config: IngestConfig) -> tuple[IngestService, threading.Event, threading.Thread]:
-    service = IngestService(config)
-    stop = threading.Event()
-    worker = threading.Thread(target=service.run, args=(stop,))
-    worker.start()
-    assert service.ready.wait(15), "ingest did not subscribe"
-    return service, stop, worker
-
-
 def http_get(port: int, path: str) -> tuple[int, str]:
     import urllib.error
     import urllib.request
@@ -178,16 +179,8 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 def test_metrics_and_probes_report_what_the_service_did(
     mosquitto, influxdb, influx_database, publisher, tmp_path
 ) -> None:
-    config = IngestConfig(
-        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"metrics-{influx_database}"),
-        influx=InfluxSettings(url=influxdb.url, database=influx_database),
-        ingest=IngestSettings(
-            flush_interval_s=0.1,
-            dead_letter_dir=tmp_path / "dead",
-            buffer_dir=tmp_path / "buffer",
-            share_group=f"metrics-{influx_database}",
-            metrics_port=0,
-        ),
+    config = ingest_config(
+        mosquitto, influxdb.url, influx_database, tmp_path, flush_interval_s=0.1, metrics_port=0
     )
     service, stop, worker = run_service(config)
     try:
@@ -217,16 +210,7 @@ def test_an_influxdb_outage_is_buffered_on_disk_acknowledged_and_drained_in_orde
     from roadwave.services import InfluxDB1
 
     influx = start_server(InfluxDB1(tmp_path / "influxdb"))
-    config = IngestConfig(
-        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="outage-ingest"),
-        influx=InfluxSettings(url=influx.url, database="outage", timeout_s=2.0),
-        ingest=IngestSettings(
-            flush_interval_s=0.1,
-            dead_letter_dir=tmp_path / "dead",
-            buffer_dir=tmp_path / "buffer",
-            share_group="outage",
-        ),
-    )
+    config = ingest_config(mosquitto, influx.url, "outage", tmp_path, flush_interval_s=0.1)
     service, stop, worker = run_service(config)
     try:
         influx.stop()
