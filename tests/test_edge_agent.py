@@ -50,7 +50,11 @@ def test_live_virtual_bus_frames_are_decoded_and_published(mosquitto, tmp_path) 
     tap.subscribe(telemetry_topic("live", vin), qos=1)
     tap.loop_start()
 
-    agent = EdgeAgent(live_config(mosquitto, tmp_path / "spool.sqlite", vin, "virtual", "live-test-bus", preserve_timestamps=True))
+    agent = EdgeAgent(
+        live_config(
+            mosquitto, tmp_path / "spool.sqlite", vin, "virtual", "live-test-bus", preserve_timestamps=True
+        )
+    )
     stop = threading.Event()
     reports = []
     worker = threading.Thread(target=lambda: reports.append(agent.run(stop)))
@@ -248,7 +252,9 @@ NO_VCAN = "no vcan0: needs the vcan kernel module (ip link add vcan0 type vcan)"
 def test_socketcan_vcan_is_an_ordinary_input(mosquitto, tmp_path) -> None:
     sim = FleetSimulator(SimConfig(vehicles=1, duration_s=1.0, seed=12))
     frames = [frame.message for frame in sim]
-    agent = EdgeAgent(live_config(mosquitto, tmp_path / "spool.sqlite", sim.vins[0], "socketcan", "vcan0", fd=True))
+    agent = EdgeAgent(
+        live_config(mosquitto, tmp_path / "spool.sqlite", sim.vins[0], "socketcan", "vcan0", fd=True)
+    )
 
     def feed() -> None:
         with can.Bus(interface="socketcan", channel="vcan0", fd=True) as sender:

@@ -126,9 +126,11 @@ def edge_process(settings_path: Path) -> subprocess.Popen[str]:
 def write_config(path: Path, broker: Mosquitto, vin: str, log: Path, realtime: bool) -> Path:
     path.write_text(
         f'[vehicle]\nvin = "{vin}"\nfleet = "{FLEET}"\n\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n\n'
-        '[batch]\nmax_age_s = 0.5\n\n'
-        f'[[bus]]\nname = "can0"\ndbc = ["{REFERENCE_DBC}"]\nlog = "{log}"\nrealtime = {str(realtime).lower()}\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        "reconnect_min_s = 0.1\nreconnect_max_s = 0.5\n\n"
+        "[batch]\nmax_age_s = 0.5\n\n"
+        f'[[bus]]\nname = "can0"\ndbc = ["{REFERENCE_DBC}"]\nlog = "{log}"\n'
+        f"realtime = {str(realtime).lower()}\n"
     )
     return path
 
