@@ -15,6 +15,7 @@ unacknowledged, so the broker holds it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -146,6 +147,7 @@ class DiskQueue:
         self, messages: Sequence[tuple[str, bytes | Callable[[int], bytes]]], progress: Mapping[str, int]
     ) -> list[int]:
         with self._lock:
+            stats_before = dataclasses.replace(self.stats)
             cursor = self._db.cursor()
             cursor.execute("BEGIN IMMEDIATE")
             try:
@@ -170,8 +172,9 @@ class DiskQueue:
                 )
                 cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                cursor.execute("ROLLBACK")  # expiries and drops of this attempt are undone too
                 self._reload_totals_locked()
+                self.stats = stats_before
                 raise
             self._count += len(rows)
             self._bytes += size

@@ -67,8 +67,20 @@ def test_a_refusing_spool_raises_and_keeps_what_it_has(tmp_path: Path) -> None:
         with pytest.raises(SpoolFull, match="is full: 2 messages, 90 of 100 bytes"):
             queue.put("t", b"c" * 20)
         assert [m.payload[:1] for m in queue.head(10)] == [b"a", b"b"] and queue.size_bytes == 90
+        assert (queue.stats.put, queue.stats.dropped_full, queue.stats.dropped_expired) == (2, 0, 0)
         with pytest.raises(ValueError, match="cannot fit a spool of 100 bytes"):
             queue.put("t", b"d" * 101)
+
+
+def test_a_refused_put_leaves_expired_messages_and_their_count_as_they_were(tmp_path: Path) -> None:
+    with spool(tmp_path / "q.sqlite", max_bytes=100) as queue:
+        queue.put("t", b"o" * 10)
+        time.sleep(0.2)
+        queue.put("t", b"n" * 85)
+    with spool(tmp_path / "q.sqlite", max_bytes=100, max_age_s=0.1, when_full="refuse") as queue:
+        with pytest.raises(SpoolFull):  # the old message expires inside the put, which is refused
+            queue.put("t", b"x" * 20)
+        assert len(queue) == 2 and queue.size_bytes == 95 and queue.stats.dropped_expired == 0
 
 
 def test_old_messages_expire_and_are_counted(tmp_path: Path) -> None:
