@@ -404,13 +404,10 @@ class IngestWorkers:
         self.mqtt_host, self.mqtt_port = mqtt_host, mqtt_port
         self.workdir = workdir
         config = workdir / f"{self.group}.toml"
-        config.write_text(
-            f"[mqtt]\nhost = {json.dumps(mqtt_host)}\nport = {mqtt_port}\n\n"
-            f'[influx]\napi = "v1"\nurl = {json.dumps(influx_url)}\ndatabase = {json.dumps(database)}\n\n'
-            f"[ingest]\nshare_group = {json.dumps(self.group)}\n"
-            f'dead_letter_dir = "dead-letters"\nbuffer_dir = "ingest-buffer"\n',
-            encoding="utf-8",
-        )
+        from roadwave.pipeline import Endpoints, ingest_config_text
+
+        endpoints = Endpoints(mqtt_host, mqtt_port, influx_url, database)
+        config.write_text(ingest_config_text(endpoints, self.group), encoding="utf-8")
         self.names = [f"{self.group}-{index}" for index in range(count)]
         self._children: list[JsonChild] = []
         self._ports: list[int] = []

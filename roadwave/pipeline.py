@@ -54,6 +54,23 @@ def _quote(value: str) -> str:
     return json.dumps(value)  # a TOML basic string is a JSON string
 
 
+def ingest_config_text(endpoints: Endpoints, share_group: str) -> str:
+    """An ``ingest.toml`` for workers sharing ``share_group``; buffers and dead letters beside it."""
+    return (
+        "[mqtt]\n"
+        f"host = {_quote(endpoints.mqtt_host)}\n"
+        f"port = {endpoints.mqtt_port}\n\n"
+        "[influx]\n"
+        'api = "v1"\n'
+        f"url = {_quote(endpoints.influx_url)}\n"
+        f"database = {_quote(endpoints.database)}\n\n"
+        "[ingest]\n"
+        f"share_group = {_quote(share_group)}\n"
+        'dead_letter_dir = "dead-letters"\n'
+        'buffer_dir = "ingest-buffer"\n'
+    )
+
+
 class Pipeline:
     """Runs the simulated fleet's traffic through the real services (a context manager)."""
 
@@ -117,19 +134,7 @@ class Pipeline:
         Returns the worker names; each worker is subscribed when this returns.
         """
         config = self.workdir / "ingest.toml"
-        config.write_text(
-            "[mqtt]\n"
-            f"host = {_quote(self.endpoints.mqtt_host)}\n"
-            f"port = {self.endpoints.mqtt_port}\n\n"
-            "[influx]\n"
-            'api = "v1"\n'
-            f"url = {_quote(self.endpoints.influx_url)}\n"
-            f"database = {_quote(self.endpoints.database)}\n\n"
-            "[ingest]\n"
-            f"share_group = {_quote(self.group)}\n"
-            'dead_letter_dir = "dead-letters"\n'
-            'buffer_dir = "ingest-buffer"\n'
-        )
+        config.write_text(ingest_config_text(self.endpoints, self.group))
         self._worker_args = {}
         for index in range(workers):
             name = f"{self.group}-{index}"
