@@ -1,4 +1,4 @@
-"""The ingest service: fleet telemetry from MQTT, validated, written to InfluxDB in batches.
+"""The ingest service: fleet telemetry and events from MQTT, validated, written to InfluxDB in batches.
 
 A message is acknowledged to the broker (QoS 1, manual acknowledgement) only
 once its points are durable: written to InfluxDB, kept in the ingest's own
@@ -8,7 +8,8 @@ it again after a crash. Several workers share the load through an MQTT
 shared subscription (``$share/{group}/...``), each with its own session,
 buffer and dead-letter file.
 
-The MQTT network thread validates each message (:func:`decode_telemetry`) and
+The MQTT network thread validates each message (:func:`decode_telemetry`,
+:func:`decode_event`) and
 queues its line protocol; the writer thread groups queued messages into writes
 of up to ``batch_lines`` points. When InfluxDB refuses a combined write as bad
 data, the messages are retried one by one so only the offending one is
@@ -41,16 +42,18 @@ import paho.mqtt.client as paho
 from cloud.deadletter import DeadLetterStore
 from cloud.influx import InfluxClient, InfluxError, InfluxSettings
 from cloud.metrics import IngestMetrics
-from cloud.schema import telemetry_lines
+from cloud.schema import event_lines, telemetry_lines
 from roadwave import mqtt
 from roadwave.configfile import ConfigError, Table
 from roadwave.contract import (
     FLEET_PATTERN,
+    TELEMETRY,
     TELEMETRY_SUBSCRIPTION,
     PayloadError,
     decode_telemetry,
     shared_subscription,
 )
+from roadwave.contract.events import EVENTS, EVENTS_SUBSCRIPTION, decode_event
 from roadwave.spool import DiskQueue, SpoolFull
 
 LOGGER = logging.getLogger(__name__)
@@ -94,12 +97,13 @@ class IngestConfig:
         return self.mqtt.client_id or "roadwave-ingest"
 
     @property
-    def subscription(self) -> str:
-        """The telemetry filter, shared with the other workers of the group if there is one."""
+    def subscriptions(self) -> list[str]:
+        """The telemetry and events filters, shared with the other workers of the group if there is one."""
+        filters = [TELEMETRY_SUBSCRIPTION, EVENTS_SUBSCRIPTION]
         group = self.ingest.share_group
         if group and self.ingest.partition is None:
-            return shared_subscription(group, TELEMETRY_SUBSCRIPTION)
-        return TELEMETRY_SUBSCRIPTION
+            return [shared_subscription(group, topic_filter) for topic_filter in filters]
+        return filters
 
     @classmethod
     def load(cls, path: Path) -> IngestConfig:
@@ -186,6 +190,7 @@ class IngestStats:
     samples_written: int = 0
     writes: int = 0
     write_retries: int = 0
+    events_written: int = 0
 
 
 @dataclass(frozen=True)
@@ -194,9 +199,29 @@ class _Accepted:
     payload: bytes
     lines: list[str]
     samples: int
+    events: int
     mid: int
     qos: int
     oldest_ns: int
+
+
+def _accept(topic: str, payload: bytes, mid: int = 0, qos: int = 0) -> tuple[str, str, _Accepted]:
+    """Fleet, VIN and points of a telemetry or event message.
+
+    Raises:
+        PayloadError: the message breaks the contract.
+    """
+    kind = topic.rsplit("/", 1)[-1]
+    if kind == EVENTS:
+        fleet, vin, event = decode_event(topic, payload)
+        lines = event_lines(fleet, vin, event)
+        return fleet, vin, _Accepted(topic, payload, lines, 0, 1, mid, qos, event.detected_ns)
+    if kind != TELEMETRY:
+        raise PayloadError(f"topic {topic!r} is neither telemetry nor events")
+    batch = decode_telemetry(topic, payload)
+    oldest = min(record.t_ns for record in batch.records) if batch.records else time.time_ns()
+    lines = telemetry_lines(batch)
+    return batch.fleet, batch.vin, _Accepted(topic, payload, lines, batch.sample_count, 0, mid, qos, oldest)
 
 
 class IngestService:
@@ -229,17 +254,13 @@ class IngestService:
         self.stats.messages_received += 1
         payload = bytes(message.payload)
         try:
-            batch = decode_telemetry(message.topic, payload)
+            fleet, vin, accepted = _accept(message.topic, payload, message.mid, message.qos)
         except PayloadError as exc:
             self._reject(message.topic, payload, str(exc))
             self._ack([(message.mid, message.qos)])
             return
-        self.last_seen[(batch.fleet, batch.vin)] = time.time()
-        oldest = min(record.t_ns for record in batch.records) if batch.records else time.time_ns()
-        lines = telemetry_lines(batch)
-        self._queue.put(
-            _Accepted(message.topic, payload, lines, batch.sample_count, message.mid, message.qos, oldest)
-        )
+        self.last_seen[(fleet, vin)] = time.time()
+        self._queue.put(accepted)
 
     def _reject(self, topic: str, payload: bytes, reason: str) -> None:
         self.stats.messages_rejected += 1
@@ -294,6 +315,7 @@ class IngestService:
         self.stats.messages_written += len(items)
         self.stats.points_written += sum(len(item.lines) for item in items)
         self.stats.samples_written += sum(item.samples for item in items)
+        self.stats.events_written += sum(item.events for item in items)
         return True
 
     def _influx_down(self, exc: InfluxError) -> None:
@@ -335,16 +357,9 @@ class IngestService:
         items = []
         for message in messages:
             try:
-                batch = decode_telemetry(message.topic, message.payload)
+                items.append(_accept(message.topic, message.payload)[2])
             except PayloadError as exc:  # only if the contract changed under a stored message
                 self._reject(message.topic, message.payload, f"buffered message no longer valid: {exc}")
-                continue
-            oldest = min(record.t_ns for record in batch.records)
-            items.append(
-                _Accepted(
-                    message.topic, message.payload, telemetry_lines(batch), batch.sample_count, 0, 0, oldest
-                )
-            )
         if not items or self._write(items):
             buffer.remove(message.id for message in messages)
             if not len(buffer):
@@ -372,7 +387,7 @@ class IngestService:
             self._client = mqtt.connect(
                 self.config.mqtt,
                 self.config.client_id,
-                subscriptions=[(self.config.subscription, 1)],
+                subscriptions=[(topic_filter, 1) for topic_filter in self.config.subscriptions],
                 on_message=self._on_message,
                 persistent=True,
                 manual_ack=True,

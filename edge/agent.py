@@ -1,4 +1,4 @@
-"""The edge agent: CAN sources -> decoders -> batcher -> spool -> MQTT uplink.
+"""The edge agent: CAN sources -> decoders -> batcher -> spool -> MQTT uplink, plus events and V2X.
 
 Live buses are read by python-can's :class:`can.Notifier`, one per bus, whose
 listener decodes and queues records; recorded logs are replayed by a thread
@@ -8,9 +8,14 @@ main loop looks for message timeouts on live buses (wall clock) and publishes
 the agent's health. The agent ends when every log is replayed and no live bus
 is configured, or when ``stop`` is set.
 
+Every decoded record also goes to :class:`~edge.analysis.Analysis`: event updates go
+to the spool at once (events topic), and the V2X stack, when configured, sends CAMs and
+DENMs and publishes the warnings it raises on the vehicle's ``v2x-warning`` topic.
+
 A replayed log resumes where an earlier run's spool left off: the decoder is
 deterministic, so the run decodes the log again from the start and skips the
-records the spool already holds (or delivered).
+records the spool already holds (or delivered). Events are detected again from the
+start: an event update already delivered arrives again and overwrites itself.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import can
 import paho.mqtt.client as paho
 
+from edge.analysis import Analysis
 from edge.batcher import Batcher
 from edge.config import BusSettings, EdgeConfig
 from edge.dbcload import load_dbc_files
@@ -33,6 +39,9 @@ from edge.decoder import Emit, FrameDecoder
 from edge.integrity import resolve_integrity
 from edge.mapping import default_mapping_path, load_mapping
 from edge.uplink import TelemetryUplink, status_message
+from edge.v2x.config import build_stack
+from edge.v2x.pcap import PcapWriter
+from edge.v2x.stack import warning_publisher
 from roadwave import mqtt
 from roadwave.contract import AgentHealth, Record
 from roadwave.spool import DiskQueue
@@ -77,6 +86,8 @@ class AgentReport:
     uplink: dict[str, int]
     delivered: bool
     wall_time_s: float
+    events_detected: int = 0
+    v2x: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -84,6 +95,8 @@ class AgentReport:
             "vin": self.vin,
             "buses": self.buses,
             "uplink": self.uplink,
+            "events_detected": self.events_detected,
+            "v2x": self.v2x,
             "delivered": self.delivered,
             "wall_time_s": round(self.wall_time_s, 3),
         }
@@ -163,10 +176,16 @@ def build_decoder(settings: BusSettings) -> FrameDecoder:
 
 
 class EdgeAgent:
-    """One vehicle's agent, built from a validated :class:`EdgeConfig`."""
+    """One vehicle's agent, built from a validated :class:`EdgeConfig`.
 
-    def __init__(self, config: EdgeConfig) -> None:
+    ``v2x_pcap`` records every V2X packet to that file instead of ``[v2x] pcap``.
+    """
+
+    def __init__(self, config: EdgeConfig, v2x_pcap: Path | None = None) -> None:
+        if v2x_pcap is not None and config.v2x is None:
+            raise ValueError("a V2X pcap needs V2X: add a [v2x] section to the configuration")
         self.config = config
+        self.v2x_pcap = v2x_pcap or (None if config.v2x is None else config.v2x.pcap)
         self.decoders = {bus.name: build_decoder(bus) for bus in config.buses}
         #: Set once every bus is being read (live buses listened to, replays started).
         self.ready = threading.Event()
@@ -196,13 +215,19 @@ class EdgeAgent:
             max_bytes=config.uplink.spool_max_bytes,
             max_age_s=config.uplink.spool_max_age_s,
         )
-        try:  # local problems first: a bus that cannot open fails before any connection
+        pcap = stack = None
+        try:  # local problems first: a bus or a V2X socket that cannot open fails before any connection
             for bus in config.buses:
                 if bus.log is None:
                     live_buses[bus.name] = _open_bus(bus)
+            pcap = None if self.v2x_pcap is None else PcapWriter(self.v2x_pcap)
+            if config.v2x is not None:
+                stack = build_stack(config.v2x, config.mqtt, config.client_id, pcap)
         except BaseException:
             for live in live_buses.values():
                 live.shutdown()
+            if pcap is not None:
+                pcap.close()
             spool.close()
             raise
         connected_ns = time.time_ns()
@@ -221,10 +246,13 @@ class EdgeAgent:
         )
         uplink = TelemetryUplink(client, spool, config.vin, config.fleet, config.uplink)
         uplink.start()
+        if stack is not None:
+            stack.on_warning = warning_publisher(client, config.fleet, config.vin)
+        analysis = Analysis(config.events, uplink.send_event, stack)
         batcher = Batcher(config.batch, uplink.send)
         batcher.start()
         listeners = {
-            bus.name: BusListener(self.decoders[bus.name], self._emitter(bus, batcher, spool))
+            bus.name: BusListener(self.decoders[bus.name], self._emitter(bus, batcher, spool, analysis))
             for bus in config.buses
         }
         notifiers = [can.Notifier(live, [listeners[name]]) for name, live in live_buses.items()]
@@ -241,7 +269,7 @@ class EdgeAgent:
             for thread in replays:
                 thread.start()
             self.ready.set()
-            self._main_loop(stop, uplink, [listeners[name] for name in live_buses], replays)
+            self._main_loop(stop, uplink, analysis, [listeners[name] for name in live_buses], replays)
         finally:
             for notifier in notifiers:
                 notifier.stop()
@@ -250,6 +278,11 @@ class EdgeAgent:
             stop.set()
             for thread in replays:
                 thread.join()
+            analysis.finish()
+            if stack is not None:
+                stack.close()
+            if pcap is not None:
+                pcap.close()
             batcher.stop()
             delivered = uplink.drain(drain_timeout_s)
             spool.close()
@@ -264,27 +297,37 @@ class EdgeAgent:
             uplink=vars(uplink.stats).copy(),
             delivered=delivered,
             wall_time_s=time.monotonic() - self._started,
+            events_detected=analysis.events_detected,
+            v2x=None if stack is None else stack.counters(),
         )
 
     @staticmethod
-    def _emitter(bus: BusSettings, batcher: Batcher, spool: DiskQueue) -> Emit:
-        """Where a bus's records go: the batcher, through a resume point for replays."""
+    def _emitter(bus: BusSettings, batcher: Batcher, spool: DiskQueue, analysis: Analysis) -> Emit:
+        """Where a bus's records go: the analysis, and the batcher (through a resume point for replays)."""
         if bus.log is None:
-            return batcher.add
-        source = replay_source(bus)
-        skip = spool.progress(source)
-        if skip:
-            LOGGER.info("bus %s: resuming the replay of %s after record %d", bus.name, bus.log, skip)
-        return _Resume(source, skip, batcher).emit
+            batch: Emit = batcher.add
+        else:
+            source = replay_source(bus)
+            skip = spool.progress(source)
+            if skip:
+                LOGGER.info("bus %s: resuming the replay of %s after record %d", bus.name, bus.log, skip)
+            batch = _Resume(source, skip, batcher).emit
+
+        def emit(record: Record) -> None:
+            batch(record)
+            analysis.on_record(record)
+
+        return emit
 
     def _main_loop(
         self,
         stop: threading.Event,
         uplink: TelemetryUplink,
+        analysis: Analysis,
         live: list[BusListener],
         replays: list[threading.Thread],
     ) -> None:
-        """Tick live buses' timeouts and publish health until stopped or the logs end."""
+        """Tick live buses' timeouts, events and V2X, and publish health until stopped or the logs end."""
         next_health = time.monotonic() + self.config.health_interval_s
         while not stop.wait(TICK_S):
             if not live and not any(thread.is_alive() for thread in replays):
@@ -292,6 +335,8 @@ class EdgeAgent:
             now_ns = time.time_ns()
             for listener in live:
                 listener.tick(now_ns)
+            if live:  # replays keep their own time: their records drive events and V2X
+                analysis.tick(now_ns)
             if time.monotonic() >= next_health:
                 uplink.publish_health(self.health(uplink))
                 next_health += self.config.health_interval_s

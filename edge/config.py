@@ -40,6 +40,13 @@ Example::
     compression = "zlib"                # or "none"
     max_in_flight = 20                  # unacknowledged batches at a time
     max_messages_per_s = 20.0           # resend rate after an outage
+
+    [events]                            # ADAS event detection (docs/events.md); on by default
+    enabled = true
+    vehicle_class = "car"
+
+    [v2x]                               # CAM/DENM (docs/v2x.md); off unless configured
+    [v2x.udp]
 """
 
 from __future__ import annotations
@@ -48,7 +55,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.events.config import EventsConfig, parse_events_config
 from edge.integrity import CHECKSUM_ALGORITHMS, IntegrityOverride
+from edge.v2x.config import V2xSettings
 from roadwave.configfile import ConfigError, Table
 from roadwave.contract import BUS_PATTERN, ContractError, check_fleet, check_vin
 from roadwave.mqtt import MqttSettings
@@ -163,6 +172,11 @@ class EdgeConfig:
     mqtt: MqttSettings = MqttSettings()
     batch: BatchSettings = BatchSettings()
     health_interval_s: float = 10.0
+    #: Event detection settings; None when ``[events] enabled = false`` (V2X then still
+    #: detects the events its DENMs announce, with the class defaults).
+    events: EventsConfig | None = field(default_factory=EventsConfig.for_class)
+    #: V2X settings; None without a ``[v2x]`` section.
+    v2x: V2xSettings | None = None
 
     @property
     def client_id(self) -> str:
@@ -196,6 +210,11 @@ class EdgeConfig:
         health_interval_s = health.number("interval_s", cls.health_interval_s, minimum=0.1)
         health.finish()
         uplink = UplinkSettings.read(table.table("uplink"), path.parent / "spool" / f"{vin}.sqlite")
+        events_table = table.table("events")
+        enabled = events_table.flag("enabled", True)
+        events = parse_events_config(events_table)  # checked even when switched off
+        v2x_table = table.optional_table("v2x")
+        v2x = None if v2x_table is None else V2xSettings.read(v2x_table)
         buses = tuple(BusSettings.read(bus) for bus in table.tables("bus"))
         table.finish()
         if not buses:
@@ -211,4 +230,6 @@ class EdgeConfig:
             mqtt=mqtt,
             batch=batch,
             health_interval_s=health_interval_s,
+            events=events if enabled else None,
+            v2x=v2x,
         )

@@ -1,4 +1,4 @@
-"""Store-and-forward of telemetry batches to the broker (MQTT QoS 1).
+"""Store-and-forward of telemetry batches and event updates to the broker (MQTT QoS 1).
 
 Every batch is encoded and stored in the on-disk spool (:class:`DiskQueue`)
 before it is offered to MQTT, and deleted only once the broker acknowledged
@@ -34,6 +34,7 @@ from roadwave.contract import (
     telemetry_topic,
     vehicle_topic,
 )
+from roadwave.contract.events import Event, encode_event, events_topic
 from roadwave.mqtt import Will
 from roadwave.spool import DiskQueue
 
@@ -57,6 +58,7 @@ class UplinkStats:
     batches_published: int = 0
     spool_dropped: int = 0
     spool_depth: int = 0
+    events_sent: int = 0
 
 
 class _RateLimit:
@@ -88,6 +90,7 @@ class TelemetryUplink:
         self._vin, self._fleet = vin, fleet
         self._settings = settings
         self._topic = telemetry_topic(fleet, vin)
+        self._events_topic = events_topic(fleet, vin)
         self._rate = _RateLimit(settings.max_messages_per_s, max(1.0, settings.max_in_flight))
         self._in_flight: deque[tuple[paho.MQTTMessageInfo, int]] = deque()
         self._samples: dict[int, int] = {}
@@ -115,6 +118,14 @@ class TelemetryUplink:
             self._samples[message_id] = samples
         self.stats.batches_sent += 1
         self.stats.samples_sent += samples
+        self._wake.set()
+
+    def send_event(self, event: Event) -> None:
+        """Store one event update durably and wake the sender: it does not wait for a telemetry batch."""
+        payload = encode_event(self._fleet, self._vin, event, self._settings.compression == "zlib")
+        with self._lock:
+            self._spool.put(self._events_topic, payload)
+        self.stats.events_sent += 1
         self._wake.set()
 
     def publish_health(self, health: AgentHealth) -> paho.MQTTMessageInfo:

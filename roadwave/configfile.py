@@ -116,6 +116,10 @@ class Table:
         data = self._get(key, dict, ... if required else {})
         return Table(data, f"{self._where} [{key}]", self.base_dir)
 
+    def optional_table(self, key: str) -> Table | None:
+        """A sub-table whose presence switches something on: None when absent."""
+        return None if self._get(key, dict, None) is None else self.table(key)
+
     def tables(self, key: str) -> Iterator[Table]:
         """An array of tables (``[[key]]``), each checked on its own."""
         items = self._get(key, list, [])

@@ -139,10 +139,13 @@ def test_ingest_config_loads(tmp_path) -> None:
     assert config.ingest.batch_lines == 2000
     assert config.ingest.dead_letter_dir == tmp_path / "rejected"
     assert config.client_id == "roadwave-ingest"
-    assert config.subscription == "$share/roadwave-ingest/roadwave/v1/+/+/telemetry"
+    assert config.subscriptions == [
+        "$share/roadwave-ingest/roadwave/v1/+/+/telemetry",
+        "$share/roadwave-ingest/roadwave/v1/+/+/events",
+    ]
     partitioned = IngestConfig.load(write(tmp_path, INGEST + 'partition = "1/3"\n'))
     assert partitioned.ingest.partition == (1, 3)
-    assert partitioned.subscription == "roadwave/v1/+/+/telemetry"
+    assert partitioned.subscriptions == ["roadwave/v1/+/+/telemetry", "roadwave/v1/+/+/events"]
 
 
 @pytest.mark.parametrize(

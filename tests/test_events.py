@@ -695,9 +695,12 @@ def _broken(change: dict[str, Any], remove: str | None = None) -> dict[str, Any]
         ),
         (_broken({"snapshot": {SPEED: {"t": [1, 2], "v": [1.0]}}}), "columns must be lists of equal length"),
         (
-            _broken({"snapshot": {SPEED: {"t": [1], "v": [1.0], "q": ["bad"]}}}),
+            _broken({"snapshot": {SPEED: {"t": [T0], "v": [1.0], "q": ["bad"]}}}),
             "'q' must hold null or one of",
         ),
+        (_broken({"snapshot": {SPEED: {"t": [1], "v": [1.0]}}}), "'t' must hold integer nanoseconds within"),
+        (_broken({"snapshot": {ABS: {"t": [T0], "v": [1]}}}), "IsEngaged is boolean, got 1"),
+        (_broken({"snapshot": {SPEED: {"t": [T0], "v": [True]}}}), "Vehicle.Speed is float, got True"),
         ([1, 2], "an event must be a JSON object"),
     ],
 )

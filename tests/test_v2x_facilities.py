@@ -17,9 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.client import topic_matches_sub
 
-from edge.events.engine import ENDED, ONGOING, Event
-from edge.v2x import topics
-from edge.v2x.cam_service import CamService, Motion, MotionTracker, V2xConfigError, VehicleDescription
+from edge.v2x.cam_service import CamService, Motion, MotionTracker, VehicleDescription
 from edge.v2x.certificates import Validity, generate_authority, issue_ticket
 from edge.v2x.codec import decode_cam, decode_denm, encode_cam, encode_denm
 from edge.v2x.denm_service import (
@@ -31,6 +29,7 @@ from edge.v2x.denm_service import (
     WarningState,
     its_time,
 )
+from edge.v2x.errors import V2xConfigError
 from edge.v2x.geonet import (
     BTP_PORT_CAM,
     AreaShape,
@@ -68,6 +67,8 @@ from edge.v2x.transport import (
 )
 from roadwave.cli.v2x_relay import UploadRefused, check_upload
 from roadwave.contract import Record, TopicError
+from roadwave.contract import v2x as topics
+from roadwave.contract.events import ENDED, ONGOING, Event
 from roadwave.mqtt import MqttSettings
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z

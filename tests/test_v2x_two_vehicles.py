@@ -32,12 +32,12 @@ from test_v2x_facilities import T0, Fleet, motion_record, offset
 from waiting import WAIT_S, wait_for
 
 from edge.events import ONGOING, EventEngine, EventsConfig
-from edge.v2x import topics
 from edge.v2x.denm_service import HazardWarning, WarningState
 from edge.v2x.quadkey import quadkey
 from edge.v2x.security import Verifier
 from edge.v2x.stack import V2xConfig, V2xStack, warning_publisher
 from edge.v2x.transport import MqttRelayTransport, UdpMulticastTransport, V2xTransport
+from roadwave.contract import v2x as topics
 from roadwave.mqtt import MqttSettings, connect
 from roadwave.services import Mosquitto
 

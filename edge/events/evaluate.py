@@ -20,8 +20,9 @@ from typing import Any
 
 from edge.decoder import FrameDecoder
 from edge.events.config import EventsConfig
-from edge.events.engine import ENDED, Event, EventEngine
+from edge.events.engine import EventEngine
 from roadwave.contract import Record
+from roadwave.contract.events import ENDED, Event
 from roadwave.sim.fleet import DEFAULT_DBC
 from roadwave.sim.scenarios import START_TIME, Label, Scenario, build_scenarios, scenario_frames
 

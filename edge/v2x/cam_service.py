@@ -21,7 +21,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from edge.v2x.errors import V2xError
+from edge.v2x.errors import V2xConfigError
 from edge.v2x.model import (
     Cam,
     CamLowFrequency,
@@ -74,10 +74,6 @@ _PATH_DELTA_E7 = 131_071
 _PATH_DELTA_ALTITUDE_M = 127.0
 _PATH_DELTA_TIME_MIN_NS = 10 * MS
 _PATH_DELTA_TIME_MAX_NS = 655_350 * MS
-
-
-class V2xConfigError(V2xError, ValueError):
-    """A V2X setting that cannot be used; the message names it and what is allowed."""
 
 
 @dataclass(frozen=True, slots=True)

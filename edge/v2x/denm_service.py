@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from edge.events.engine import ENDED, ONGOING, Event
 from edge.v2x.cam_service import MS, Motion, MotionTracker
 from edge.v2x.model import (
     ActionId,
@@ -40,6 +39,7 @@ from edge.v2x.model import (
 )
 from edge.v2x.quadkey import angle_between_deg, bearing_deg, distance_m
 from edge.v2x.timebase import TimestampIts, timestamp_its_from_unix_ms
+from roadwave.contract.events import ENDED, ONGOING, Event
 
 #: Upper bound of each relevance distance class, in metres.
 RELEVANCE_LIMIT_M = {

@@ -5,6 +5,7 @@
     V2xError
      +-- V2xEncodeError (also ValueError)   a value the standard cannot carry
      +-- V2xDecodeError (also ValueError)   bytes that are not a valid message or packet
+     +-- V2xConfigError (also ValueError)   a setting that cannot be used
 """
 
 from __future__ import annotations
@@ -20,3 +21,7 @@ class V2xEncodeError(V2xError, ValueError):
 
 class V2xDecodeError(V2xError, ValueError):
     """Bytes that cannot be decoded; the message gives the reason."""
+
+
+class V2xConfigError(V2xError, ValueError):
+    """A V2X setting that cannot be used; the message names it and what is allowed."""

@@ -16,10 +16,11 @@ import math
 from dataclasses import dataclass
 
 from edge.v2x.errors import V2xError
+from roadwave.contract.v2x import MAX_ZOOM
 
 MAX_LATITUDE_DEG = 85.05112878
 """Web Mercator stops here: tiles do not cover positions nearer the poles."""
-MAX_ZOOM = 23
+
 EARTH_RADIUS_M = 6_371_008.8
 """IUGG mean Earth radius."""
 

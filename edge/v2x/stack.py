@@ -30,9 +30,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as paho
 
-from edge.events.engine import Event
-from edge.v2x import topics
-from edge.v2x.cam_service import CamService, Motion, MotionTracker, V2xConfigError, VehicleDescription
+from edge.v2x.cam_service import CamService, Motion, MotionTracker, VehicleDescription
 from edge.v2x.codec import decode_cam, decode_denm, encode_cam, encode_denm
 from edge.v2x.denm_service import (
     ACCEPTED,
@@ -43,7 +41,7 @@ from edge.v2x.denm_service import (
     WarningState,
     its_time,
 )
-from edge.v2x.errors import V2xDecodeError, V2xError
+from edge.v2x.errors import V2xConfigError, V2xDecodeError, V2xError
 from edge.v2x.geonet import (
     BASIC_HEADER_LENGTH,
     BTP_PORT_CAM,
@@ -66,6 +64,8 @@ from edge.v2x.security import CAM_PSID, DENM_PSID, Location, Signer, V2xSecurity
 from edge.v2x.timebase import gn_timestamp
 from edge.v2x.transport import PacketRoute, TransportError, V2xTransport
 from roadwave.contract import Record
+from roadwave.contract import v2x as topics
+from roadwave.contract.events import Event
 
 LOGGER = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from edge.v2x import topics
 from edge.v2x.errors import V2xError
 from edge.v2x.quadkey import MAX_ZOOM, Tile, quadkey
 from roadwave import mqtt
 from roadwave.contract import TopicError
+from roadwave.contract import v2x as topics
 
 LOGGER = logging.getLogger(__name__)
 

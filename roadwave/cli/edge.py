@@ -12,6 +12,7 @@ from typing import Any
 
 from edge.agent import BusOpenError, EdgeAgent
 from edge.config import EdgeConfig
+from edge.v2x.errors import V2xError
 from roadwave.mqtt import MqttConnectError
 
 
@@ -31,14 +32,21 @@ def add_subparser(subparsers: Any) -> None:
         metavar="S",
         help="how long to wait at exit for the broker to acknowledge every batch (default 30)",
     )
+    parser.add_argument(
+        "--v2x-pcap",
+        type=Path,
+        metavar="FILE",
+        help="record every V2X packet sent or received to FILE (pcap, GeoNetworking over Ethernet; "
+        "needs [v2x]; overrides [v2x] pcap)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent until its logs are replayed or it receives SIGINT/SIGTERM."""
     try:
-        agent = EdgeAgent(EdgeConfig.load(args.config))
-    except ValueError as exc:  # ConfigError, DbcLoadError, MappingError, integrity overrides
+        agent = EdgeAgent(EdgeConfig.load(args.config), v2x_pcap=args.v2x_pcap)
+    except ValueError as exc:  # ConfigError, DbcLoadError, MappingError, integrity overrides, pcap
         print(f"roadwave edge: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -46,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         report = agent.run(stop, drain_timeout_s=args.drain_timeout)
-    except (MqttConnectError, BusOpenError) as exc:
+    except (MqttConnectError, BusOpenError, V2xError, OSError) as exc:  # V2X: the multicast socket
         print(f"roadwave edge: {exc}", file=sys.stderr)
         return 3
     print(json.dumps(report.as_dict()), flush=True)

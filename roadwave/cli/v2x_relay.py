@@ -22,7 +22,6 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from edge.v2x import topics
 from edge.v2x.codec import decode_its_pdu
 from edge.v2x.errors import V2xDecodeError
 from edge.v2x.geonet import BTP_PORT_CAM, BTP_PORT_DENM, GbcHeader, ShbHeader, parse_packet
@@ -31,6 +30,7 @@ from edge.v2x.quadkey import Tile
 from edge.v2x.transport import send_without_delay
 from roadwave import mqtt
 from roadwave.contract import ContractError, TopicError, shared_subscription
+from roadwave.contract import v2x as topics
 
 #: Largest packet forwarded: GeoNetworking headers, a DENM with long traces and a signature fit.
 DEFAULT_MAX_PACKET_BYTES = 4096

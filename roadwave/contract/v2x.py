@@ -1,5 +1,8 @@
 """MQTT topics of the V2X cloud relay, partitioned by quadkey tiles (see docs/v2x.md).
 
+Part of the wire contract: vehicles (``edge.v2x.transport``) and the relay
+(``roadwave v2x-relay``) both build and parse their topics here.
+
 Topics::
 
     roadwave/v2x/v1/up/{sender}/{kind}/{quadkey}     a vehicle's packet, for the relay to check
@@ -20,7 +23,6 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from edge.v2x.quadkey import Tile
 from roadwave.contract import TOPIC_ROOT, TopicError, vehicle_topic
 
 V2X_TOPIC_VERSION: Final = "v1"
@@ -41,6 +43,9 @@ UPLOAD_SUBSCRIPTION: Final = f"{V2X_ROOT}/{UPLOAD}/+/+/+"
 #: The kind of a vehicle topic (``roadwave/v1/{fleet}/{vin}/v2x-warning``) that carries its warnings.
 WARNING: Final = "v2x-warning"
 SENDER_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Deepest quadkey (one digit per zoom level; zoom 23 is about 5 m at the equator).
+MAX_ZOOM: Final = 23
+QUADKEY_PATTERN: Final = re.compile(rf"[0-3]{{1,{MAX_ZOOM}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,9 @@ def _check_kind(kind: str) -> str:
 
 
 def _check_quadkey(quadkey: str) -> str:
-    return Tile.from_quadkey(quadkey).quadkey
+    if not isinstance(quadkey, str) or not QUADKEY_PATTERN.fullmatch(quadkey):
+        raise TopicError(f"quadkey {quadkey!r} is not 1 .. {MAX_ZOOM} digits 0-3")
+    return quadkey
 
 
 def check_sender(sender: str) -> str:
@@ -93,7 +100,7 @@ def parse_upload_topic(topic: str) -> UploadAddress:
     sender, kind, quadkey = parts
     try:
         return UploadAddress(check_sender(sender), _check_kind(kind), _check_quadkey(quadkey))
-    except ValueError as exc:  # TopicError or QuadkeyError
+    except TopicError as exc:
         raise TopicError(f"topic {topic!r}: {exc}") from exc
 
 

@@ -318,7 +318,7 @@ def _inflate(payload: bytes, max_bytes: int) -> bytes:
 
 
 def _reject_constant(name: str) -> None:
-    raise PayloadError(f"{name} is not allowed in a telemetry payload")
+    raise PayloadError(f"{name} is not allowed in a roadwave payload")
 
 
 def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -404,7 +404,7 @@ def _decode_record(item: Any, index: int, version: int) -> Record:
     return Record(t_ns, bus, checked, quality)
 
 
-def _open_payload(
+def open_vehicle_payload(
     topic: str, payload: bytes, kind: str, max_bytes: int, versions: frozenset[int]
 ) -> tuple[dict[str, Any], int]:
     """Check a vehicle message's topic, size, JSON, version and sender; return it and its version."""
@@ -442,7 +442,7 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
         PayloadError: the topic or payload breaks the contract; the message says
             which part and why.
     """
-    document, version = _open_payload(topic, payload, TELEMETRY, MAX_PAYLOAD_BYTES, ACCEPTED_VERSIONS)
+    document, version = open_vehicle_payload(topic, payload, TELEMETRY, MAX_PAYLOAD_BYTES, ACCEPTED_VERSIONS)
     vin, fleet = document["vin"], document["fleet"]
     seq = _field(document, "seq", int, "payload")
     if seq < 0:
@@ -506,7 +506,7 @@ def decode_health(topic: str, payload: bytes) -> AgentHealth:
     Raises:
         PayloadError: naming what is wrong.
     """
-    document, _ = _open_payload(topic, payload, HEALTH, MAX_HEALTH_BYTES, frozenset({HEALTH_VERSION}))
+    document, _ = open_vehicle_payload(topic, payload, HEALTH, MAX_HEALTH_BYTES, frozenset({HEALTH_VERSION}))
     vin, fleet = document["vin"], document["fleet"]
     buses = _field(document, "buses", dict, "health")
     if len(buses) > 32 or not all(isinstance(b, str) and BUS_PATTERN.fullmatch(b) for b in buses):
@@ -559,7 +559,7 @@ def decode_status(topic: str, payload: bytes) -> AgentStatus:
     Raises:
         PayloadError: naming what is wrong.
     """
-    document, _ = _open_payload(topic, payload, STATUS, MAX_STATUS_BYTES, frozenset({STATUS_VERSION}))
+    document, _ = open_vehicle_payload(topic, payload, STATUS, MAX_STATUS_BYTES, frozenset({STATUS_VERSION}))
     return AgentStatus(
         vin=document["vin"],
         fleet=document["fleet"],
