@@ -6,7 +6,10 @@ If a server's executable is missing, tests that need it are skipped, or fail whe
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Protocol, TypeVar
 import pytest
 
 from cloud.influx import InfluxClient, InfluxSettings
+from roadwave.contract import v2x as v2x_topics
 from roadwave.services import ExecutableNotFoundError, InfluxDB1, Mosquitto
 
 ServerT = TypeVar("ServerT", bound=Mosquitto | InfluxDB1)
@@ -83,3 +87,21 @@ def influx_database(influxdb: InfluxDB1) -> Iterator[str]:
     finally:
         client.query(f'DROP DATABASE "{name}"')
         client.close()
+
+
+@pytest.fixture
+def relay(mosquitto: Mosquitto) -> Iterator[subprocess.Popen[str]]:
+    """``roadwave v2x-relay`` running against the session broker; killed if a test leaves it running."""
+    repo = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "roadwave", "v2x-relay", "--mqtt-host", mosquitto.host]
+    command += ["--mqtt-port", str(mosquitto.port), "--client-id", f"relay-{uuid.uuid4().hex[:8]}"]
+    process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        assert ready == {"event": "ready", "subscription": v2x_topics.UPLOAD_SUBSCRIPTION}
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pcapfile import read_pcap
 
 from edge.v2x.codec import encode_cam, encode_denm
 from edge.v2x.errors import V2xDecodeError, V2xEncodeError
@@ -302,27 +303,13 @@ _DENM = Denm(
 )
 
 
-def _read_pcap(path: Path) -> tuple[tuple[int, ...], list[tuple[int, int, bytes]]]:
-    """Global header fields and (seconds, nanoseconds, frame) records, read per the pcap format."""
-    data = path.read_bytes()
-    header = struct.unpack_from("<IHHiIII", data)
-    records, offset = [], 24
-    while offset < len(data):
-        seconds, fraction, captured, original = struct.unpack_from("<IIII", data, offset)
-        assert captured == original
-        records.append((seconds, fraction, data[offset + 16 : offset + 16 + captured]))
-        offset += 16 + captured
-    assert offset == len(data)
-    return header, records
-
-
 def test_pcap_frames_and_timestamps(tmp_path: Path) -> None:
     path = tmp_path / "v2x.pcap"
     shb, gbc = _shb(), _gbc()
     with PcapWriter(path, station_id=1234) as writer:
         writer.write(shb, 1_700_000_000_123_456_789)
         writer.write(gbc, 1_700_000_001_000_000_000, station_id=77)
-    header, records = _read_pcap(path)
+    header, records = read_pcap(path)
     assert header == (0xA1B23C4D, 2, 4, 0, 0, 65535, 1)
     assert [(seconds, fraction) for seconds, fraction, _ in records] == [
         (1_700_000_000, 123_456_789),
@@ -350,7 +337,7 @@ def test_pcap_writer_is_thread_safe(tmp_path: Path) -> None:
         thread.join(timeout=60)
     writer.close()
     writer.close()  # harmless
-    _, records = _read_pcap(path)
+    _, records = read_pcap(path)
     timestamps = []
     for _seconds, _fraction, frame in records:
         body = parse_packet(frame[14:]).body

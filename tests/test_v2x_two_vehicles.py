@@ -18,12 +18,10 @@ import random
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 import pytest
@@ -188,24 +186,6 @@ def test_a_hard_brake_warns_the_car_behind_over_udp_multicast_signed() -> None:
         name.startswith("rejected.security") for name in road.b.counters()
     )  # all signed, all verified
     report(f"UDP multicast {group}:{port}, signed", latencies)
-
-
-@pytest.fixture
-def relay(mosquitto: Mosquitto) -> Iterator[subprocess.Popen[str]]:
-    """``roadwave v2x-relay`` running against the session broker; killed if a test leaves it running."""
-    repo = Path(__file__).resolve().parent.parent
-    command = [sys.executable, "-m", "roadwave", "v2x-relay", "--mqtt-host", mosquitto.host]
-    command += ["--mqtt-port", str(mosquitto.port), "--client-id", f"relay-{uuid.uuid4().hex[:8]}"]
-    process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        ready = json.loads(process.stdout.readline())
-        assert ready == {"event": "ready", "subscription": topics.UPLOAD_SUBSCRIPTION}
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 @pytest.mark.integration

@@ -20,6 +20,7 @@ Only the messages the event detectors read are sent (:data:`MESSAGES`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ START_TIME = 1_767_225_600.0
 #: The messages sent: every one carrying a signal the event detectors read.
 MESSAGES = (
     "ESP_Speed", "ESP_Dynamics", "BRK_Status", "ENG_Status",
-    "RDR_LeadObject", "CAM_Lane", "BDY_Status", "GNSS_Position",
+    "RDR_LeadObject", "CAM_Lane", "BDY_Status", "GNSS_Position", "GNSS_Course",
 )  # fmt: skip
 #: Standard deviation of the sensor noise per DBC signal (DBC units) at noise scale 1.
 NOISE_SIGMA = {
@@ -231,21 +232,39 @@ class Track:
         self.lane_offset += wander
 
 
-def _position(track: Track, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Latitude and longitude: dead reckoning from a random heading near the default site."""
-    site = RingSite()
+@dataclass(frozen=True)
+class Placement:
+    """Where a scenario's drive starts and the heading it starts on (degrees clockwise from north)."""
+
+    latitude_deg: float = RingSite().centre_lat
+    longitude_deg: float = RingSite().centre_lon
+    heading_deg: float | None = None  # None: a random heading
+    altitude_m: float = 120.0
+
+
+def _course(
+    track: Track, rng: np.random.Generator, placement: Placement
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latitude, longitude and heading (degrees): dead reckoning from the placement."""
+    start = (
+        rng.uniform(0.0, 2 * math.pi)
+        if placement.heading_deg is None
+        else math.radians(placement.heading_deg)
+    )
     yaw_rate = np.where(track.speed > 0.5, track.lateral / np.maximum(track.speed, 0.5), 0.0)
-    heading = rng.uniform(0.0, 2 * math.pi) + np.cumsum(yaw_rate) * STEP_S
+    heading = start - np.cumsum(yaw_rate) * STEP_S  # a left turn (positive lateral) turns anticlockwise
     north = np.cumsum(track.speed * np.cos(heading)) * STEP_S
     east = np.cumsum(track.speed * np.sin(heading)) * STEP_S
-    latitude = site.centre_lat + np.degrees(north / EARTH_RADIUS_M)
-    longitude = site.centre_lon + np.degrees(
-        east / (EARTH_RADIUS_M * math.cos(math.radians(site.centre_lat)))
+    latitude = placement.latitude_deg + np.degrees(north / EARTH_RADIUS_M)
+    longitude = placement.longitude_deg + np.degrees(
+        east / (EARTH_RADIUS_M * math.cos(math.radians(placement.latitude_deg)))
     )
-    return latitude, longitude
+    return latitude, longitude, np.degrees(heading) % 360.0
 
 
-def dbc_signals(track: Track, rng: np.random.Generator, noise: float = 1.0) -> dict[str, list[float | str]]:
+def dbc_signals(
+    track: Track, rng: np.random.Generator, noise: float = 1.0, placement: Placement = Placement()
+) -> dict[str, list[float | str]]:
     """The physical value of every signal of :data:`MESSAGES` every 10 ms, with sensor noise."""
     n, p = len(track.t), VEHICLE
     speed, accel = track.speed, track.accel
@@ -257,7 +276,7 @@ def dbc_signals(track: Track, rng: np.random.Generator, noise: float = 1.0) -> d
     friction = np.clip(-accel - p.engine_brake_decel, 0.0, None)
     holding = ~moving & ~track.park
     kmh = track.kmh
-    latitude, longitude = _position(track, rng)
+    latitude, longitude, heading = _course(track, rng, placement)
     columns: dict[str, np.ndarray] = {
         "VehicleSpeed": np.where(moving, np.maximum(noisy("VehicleSpeed", kmh), 0.0), 0.0),
         "LongitudinalAccel": noisy("LongitudinalAccel", accel),
@@ -282,6 +301,8 @@ def dbc_signals(track: Track, rng: np.random.Generator, noise: float = 1.0) -> d
         "Odometer": rng.uniform(5_000.0, 150_000.0) + np.cumsum(speed) * STEP_S / 1000.0,
         "Latitude": latitude,
         "Longitude": longitude,
+        "Heading": heading,
+        "Altitude": np.full(n, placement.altitude_m),
     }
     signals: dict[str, list[float | str]] = {name: values.tolist() for name, values in columns.items()}
     signals["GearSelected"] = ["P" if parked else "D" for parked in track.park.tolist()]
@@ -830,6 +851,54 @@ def build_scenarios(
         for index, name in enumerate(SCENARIOS)
         if name in chosen
     ]
+
+
+#: How a convoy's braking car gets back to speed: 12 % under the car's harsh-acceleration threshold.
+RECOVERY_MPS2 = 2.0
+
+
+def convoy(
+    brakes: int,
+    config: EventsConfig,
+    *,
+    gap_m: float = 150.0,
+    cruise_kmh: float = 60.0,
+    period_s: float = 6.0,
+    placement: Placement = Placement(heading_deg=0.0),
+    seed: int = 0,
+) -> tuple[Scenario, Scenario]:
+    """Two cars on a straight road: A brakes hard ``brakes`` times (emergency braking, one
+    every ``period_s``), B follows ``gap_m`` behind at A's mean speed, so the gap stays
+    within about 15 m of ``gap_m``. A brakes for 1 s, 15 % over the EEBL threshold, and
+    gets back to speed at 2 m/s^2, under the harsh-acceleration threshold. Returns (A, B);
+    their labels are the truth."""
+    rng = np.random.default_rng(seed)
+    decel = config.emergency_braking.threshold * 1.15
+    profile = Profile(cruise_kmh).hold(3.0)
+    for _ in range(brakes):
+        started = profile.t
+        profile.hold(1.0, -decel).hold(0.5).to(cruise_kmh, RECOVERY_MPS2)
+        profile.hold(max(0.0, period_s - (profile.t - started)))
+    track_a = Track.of(profile, tail_s=2.0)
+    track_b = Track(np.full(len(track_a.t), float(np.mean(track_a.speed))), np.zeros(len(track_a.t)))
+    heading = math.radians(placement.heading_deg or 0.0)
+    north, east = -gap_m * math.cos(heading), -gap_m * math.sin(heading)
+    behind = dataclasses.replace(
+        placement,
+        latitude_deg=placement.latitude_deg + math.degrees(north / EARTH_RADIUS_M),
+        longitude_deg=placement.longitude_deg
+        + math.degrees(east / (EARTH_RADIUS_M * math.cos(math.radians(placement.latitude_deg)))),
+    )
+    expected = {"emergency_braking": brakes, "harsh_braking": brakes}
+    a = Scenario(
+        "convoy_a", "event", expected, track_a, dbc_signals(track_a, rng, placement=placement),
+        ground_truth(track_a, config),
+    )  # fmt: skip
+    b = Scenario(
+        "convoy_b", "uneventful", {}, track_b, dbc_signals(track_b, rng, placement=behind),
+        ground_truth(track_b, config),
+    )  # fmt: skip
+    return a, b
 
 
 # --- frames ----------------------------------------------------------------------------------
