@@ -28,6 +28,7 @@ import subprocess
 import time
 import urllib.request
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
@@ -36,6 +37,8 @@ __all__ = [
     "ExecutableNotFoundError",
     "InfluxDB1",
     "Mosquitto",
+    "MosquittoConfigError",
+    "MosquittoTls",
     "PortInUseError",
     "ServiceError",
     "free_port",
@@ -64,6 +67,10 @@ class ExecutableNotFoundError(ServiceError):
 
 class PortInUseError(ServiceError):
     """The server exited at start-up because one of its ports was already in use."""
+
+
+class MosquittoConfigError(ValueError):
+    """A value that cannot go into a Mosquitto configuration file; the message says which."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -314,8 +321,98 @@ class _ChildServer(ABC):
         return "\n".join(lines) if lines else "(log is empty)"
 
 
+@dataclass(frozen=True)
+class MosquittoTls:
+    """A TLS-only listener: client certificates required and checked against the CRL.
+
+    The certificate's Common Name becomes the MQTT username
+    (``use_identity_as_username``), which the ACL file's ``user`` blocks grant topics
+    to; there is no anonymous access. Mosquitto reads every file at start-up; send the
+    broker SIGHUP to reload them (see docs/security.md for what that does and does not
+    change). ``client_id_from_identity`` makes the Common Name the client id too
+    (``use_username_as_clientid``): no client can then take over another's session, but
+    an identity can hold only one connection at a time.
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    crl_file: Path
+    acl_file: Path
+    #: Oldest TLS version accepted (Mosquitto's ``tls_version`` is a minimum since 2.0).
+    min_version: str = "tlsv1.2"
+    client_id_from_identity: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("ca_file", "cert_file", "key_file", "crl_file", "acl_file"):
+            _config_value(name, str(getattr(self, name)))
+        if self.min_version not in ("tlsv1.2", "tlsv1.3"):
+            raise MosquittoConfigError(f"min_version must be tlsv1.2 or tlsv1.3, got {self.min_version!r}")
+
+    def config_lines(self) -> list[str]:
+        """The lines that follow a ``listener`` line, and the global authorisation settings."""
+        return [
+            f"cafile {self.ca_file}",
+            f"certfile {self.cert_file}",
+            f"keyfile {self.key_file}",
+            f"crlfile {self.crl_file}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            *(["use_username_as_clientid true"] if self.client_id_from_identity else []),
+            f"tls_version {self.min_version}",
+            # Global settings (per_listener_settings is false).
+            "allow_anonymous false",
+            f"acl_file {self.acl_file}",
+        ]
+
+
+def _config_value(name: str, value: str) -> str:
+    """A value for a ``key value`` line: one line, no surrounding blanks (Mosquitto trims them)."""
+    if not value or value != value.strip() or any(char in value for char in "\r\n\0"):
+        raise MosquittoConfigError(
+            f"{name} {value!r} cannot be written to a Mosquitto configuration: "
+            "it must be one line without leading or trailing blanks"
+        )
+    return value
+
+
+def mosquitto_config(
+    port: int,
+    host: str,
+    data_dir: Path,
+    *,
+    log_file: Path | None = None,
+    tls: MosquittoTls | None = None,
+    stay_root: bool = False,
+) -> str:
+    """The text of a Mosquitto 2.x configuration with one listener.
+
+    Without ``tls`` the listener is plain MQTT with anonymous access (tests and the demo
+    on loopback only). ``log_file=None`` logs to stderr (for a container; Mosquitto 2.0.11
+    does not flush stdout, so a log there arrives late or never). ``stay_root``
+    keeps a broker started as root from switching to the ``mosquitto`` user.
+    """
+    lines = [f"listener {port} {_config_value('host', host)}"]
+    lines += tls.config_lines() if tls is not None else ["allow_anonymous true"]
+    lines += [
+        "persistence true",
+        f"persistence_location {_config_value('data_dir', str(data_dir))}{os.sep}",
+        "persistence_file mosquitto.db",
+        # Consumers acknowledge after their writes are durable: give them a wide
+        # window, and queue for offline persistent sessions instead of dropping.
+        "max_inflight_messages 1000",
+        "max_queued_messages 1000000",
+        "set_tcp_nodelay true",
+        f"log_dest file {_config_value('log_file', str(log_file))}" if log_file else "log_dest stderr",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+    ]
+    if stay_root:
+        lines.append("user root")
+    return "\n".join(lines) + "\n"
+
+
 class Mosquitto(_ChildServer):
-    """Eclipse Mosquitto 2.x broker with one plain MQTT listener and persistence."""
+    """Eclipse Mosquitto 2.x broker with one listener (plain MQTT, or TLS with ``tls``) and persistence."""
 
     name = "mosquitto"
     package = "mosquitto"
@@ -327,34 +424,32 @@ class Mosquitto(_ChildServer):
         port: int | None = None,
         host: str = "127.0.0.1",
         *,
+        tls: MosquittoTls | None = None,
         executable: str = "mosquitto",
         start_timeout: float = 10.0,
         stop_timeout: float = 5.0,
     ) -> None:
         """Describe a broker kept in ``workdir``; ``port=None`` picks a free one at start."""
         super().__init__(workdir, port, host, executable, start_timeout, stop_timeout)
+        self.tls = tls
+
+    def reload(self) -> None:
+        """Ask the running broker to reload its configuration (SIGHUP), e.g. after a new CRL."""
+        if self._proc is None or not self.running:
+            raise ServiceError(f"{self.name} is not running: nothing to reload")
+        os.kill(self._proc.pid, signal.SIGHUP)
 
     def _render_config(self) -> str:
-        # Anonymous plain TCP for now; TLS and ACLs will be added here.
-        lines = [
-            f"listener {self.port} {self._host}",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {self.workdir}{os.sep}",
-            "persistence_file mosquitto.db",
-            # Consumers acknowledge after their writes are durable: give them a wide
-            # window, and queue for offline persistent sessions instead of dropping.
-            "max_inflight_messages 1000",
-            "max_queued_messages 1000000",
-            "set_tcp_nodelay true",
-            f"log_dest file {self.log_path}",
-            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-        ]
-        if os.geteuid() == 0:
-            # As root, mosquitto would otherwise switch to the `mosquitto` user,
-            # which cannot write to a private working directory.
-            lines.append("user root")
-        return "\n".join(lines) + "\n"
+        # As root, mosquitto would otherwise switch to the `mosquitto` user,
+        # which cannot write to a private working directory.
+        return mosquitto_config(
+            self.port,
+            self._host,
+            self.workdir,
+            log_file=self.log_path,
+            tls=self.tls,
+            stay_root=os.geteuid() == 0,
+        )
 
     def _command(self, executable: str) -> list[str]:
         return [executable, "-c", str(self.config_path)]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from roadwave import __version__
 
-SUBCOMMANDS = ("sim", "edge", "decode", "record", "cloud", "demo", "eval_events", "v2x_relay")
+SUBCOMMANDS = ("sim", "edge", "decode", "record", "cloud", "demo", "eval_events", "v2x_relay", "pki")
 
 
 def build_parser() -> argparse.ArgumentParser:
