@@ -199,7 +199,8 @@ def write_file_atomically(path: Path, data: bytes, mode: int) -> None:
     os.replace(temporary, path)
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> None:
+def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> None:
+    """Write a private key as PKCS#8 PEM (encrypted with ``passphrase`` if given), mode 0600."""
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -290,7 +291,7 @@ def create_request(role: str, identity: str, key_file: Path, request_file: Path)
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
         .sign(key, hashes.SHA256())
     )
-    _write_key(key_file, key)
+    write_private_key(key_file, key)
     write_file_atomically(request_file, request.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
@@ -394,7 +395,7 @@ class FleetPki:
         if constraints is not None:
             builder = builder.add_extension(constraints, critical=True)
         certificate = builder.sign(key, hashes.SHA256())
-        _write_key(directory / "ca" / "ca.key", key, passphrase)
+        write_private_key(directory / "ca" / "ca.key", key, passphrase)
         write_file_atomically(directory / "ca" / "ca.pem", _pem(certificate), 0o644)
         write_file_atomically(directory / "index.json", _index_text(0, []), 0o644)
         pki = cls(directory, passphrase=passphrase)
@@ -420,7 +421,7 @@ class FleetPki:
         key = _new_key()
         with self._locked():
             issued = self._issue(key.public_key(), role, identity, days, broker_names)
-            _write_key(self.identity_dir(identity) / "key.pem", key)
+            write_private_key(self.identity_dir(identity) / "key.pem", key)
         return issued
 
     def issue_from_request(

@@ -3,7 +3,8 @@
 1. A replayed convoy drive: the agent publishes each event on its own topic and the
    ingest stores it in InfluxDB (``events`` and ``event_snapshots``).
 2. Two vehicles as ``roadwave edge`` processes reading live CAN buses (python-can's
-   ``udp_multicast`` interface, on loopback): car A brakes hard ten times; two agents
+   ``udp_multicast`` interface, on loopback), every V2X message signed with a ticket
+   from ``roadwave v2x-pki`` and verified: car A brakes hard twelve times; two agents
    reading car B's bus, one listening on the UDP multicast V2X transport and one on the
    MQTT relay, must each raise one warning per brake and clear it. The latency from the
    CAN frame that completes A's emergency braking to B's warning arriving on B's MQTT
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import random
@@ -36,7 +38,9 @@ from cloud.influx import InfluxClient, InfluxSettings
 from edge.agent import EdgeAgent
 from edge.config import BusSettings, EdgeConfig, UplinkSettings
 from edge.events import EventsConfig
-from edge.v2x.geonet import BTP_PORT_DENM, parse_packet
+from edge.v2x.geonet import parse_packet
+from edge.v2x.security import DENM_PSID, SecurityConfig, V2xSecurityError, Verifier
+from edge.v2x.stack import its_microseconds
 from edge.v2x.timebase import unix_ms_from_timestamp_its
 from roadwave import REFERENCE_DBC
 from roadwave.contract import v2x as v2x_topics
@@ -206,6 +210,12 @@ def drive(buses: dict[str, can.BusABC], scenarios: dict[str, Scenario]) -> None:
         buses[name].send(frame)
 
 
+def v2x_pki(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "roadwave", "v2x-pki", *args], cwd=REPO, check=True, capture_output=True
+    )
+
+
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
@@ -237,6 +247,13 @@ def test_a_hard_brake_in_car_a_warns_car_b_through_the_agents_by_broadcast_and_b
         vin_udp: f"station_id = 202\n{udp}",
         vin_relay: "station_id = 303\n[v2x.relay]\n",
     }
+    v2x_pki("root", "--dir", str(tmp_path / "root"))
+    for vin in v2x:  # every station signs with its own ticket and trusts the root
+        v2x_pki("ticket", "--root", str(tmp_path / "root"), "--out", str(tmp_path / vin))
+        v2x[vin] += (
+            f'[v2x.security]\nkey = "{vin}/station.key.pem"\nticket = "{vin}/station.oer"\n'
+            'trusted = ["root/root.oer"]\n'
+        )
     buses_of = {vin_a: (can_a, can_port_a), vin_udp: (can_b, can_port_b), vin_relay: (can_b, can_port_b)}
     configs = {
         vin: agent_toml(tmp_path / f"{vin}.toml", vin, mosquitto, *buses_of[vin], v2x[vin]) for vin in v2x
@@ -298,10 +315,16 @@ def test_a_hard_brake_in_car_a_warns_car_b_through_the_agents_by_broadcast_and_b
             "rejected.denm_repetition"
         }
 
-    # A's pcap holds every V2X packet it sent or heard, DENMs included
+    # A's pcap holds every V2X packet it sent or heard, signed: its DENMs verify against the root
+    verifier = Verifier(SecurityConfig(trusted_authorities=[(tmp_path / "root" / "root.oer").read_bytes()]))
     _header, records = read_pcap(pcap)
-    ports = Counter(parse_packet(frame[14:]).body.btp.destination_port for _s, _f, frame in records)
-    assert ports[BTP_PORT_DENM] == reports[vin_a]["v2x"]["sent.denm"]
+    psids: Counter[int | None] = Counter()
+    for seconds, nanoseconds, frame in records:
+        secured = parse_packet(frame[14:]).secured
+        assert secured is not None
+        with contextlib.suppress(V2xSecurityError):  # CAMs signed with a digest only
+            psids[verifier.verify(secured, its_microseconds(seconds * 10**9 + nanoseconds)).psid] += 1
+    assert psids[DENM_PSID] == reports[vin_a]["v2x"]["sent.denm"]
 
     for name, values in (("event published", publish_ms), *latencies.items()):
         print(

@@ -56,8 +56,8 @@ from edge.v2x.model import (
 )
 from edge.v2x.pcap import PcapWriter
 from edge.v2x.quadkey import EARTH_RADIUS_M, QuadkeyError, Tile, bearing_deg, distance_m, quadkey
-from edge.v2x.security import SecurityConfig, Signer, Verifier
-from edge.v2x.stack import V2xConfig, V2xStack, generation_location, inside_area
+from edge.v2x.security import SecurityConfig, Signer, V2xSecurityError, Verifier
+from edge.v2x.stack import V2xConfig, V2xStack, generation_location, inside_area, its_microseconds
 from edge.v2x.transport import (
     MqttRelayTransport,
     PacketRoute,
@@ -830,6 +830,41 @@ def test_signed_cams_and_denms() -> None:
     assert counters["rejected.security_replay"] == 1
     assert counters["rejected.security_bad_signature"] == 1
     assert counters["rejected.security_unsigned"] == 1
+
+
+def test_hearing_an_unknown_station_sends_the_full_ticket_in_the_next_cam() -> None:
+    fleet = Fleet()
+    peers: list[MemoryLink] = []
+    b = V2xStack(
+        V2xConfig(station_id=2),
+        [MemoryLink(peers)],
+        signer=fleet.signer(),
+        verifier=Verifier(fleet.config),
+        clock=clock,
+    )
+    newcomer = Verifier(fleet.config)  # has never seen b's ticket
+
+    def cam_after(step: int) -> bytes:
+        b.on_record(motion_record(T0 + step * 200 * MS, 0.0, 5.0 * step, 0.0, 20.0))
+        b.tick(T0 + step * 200 * MS)
+        return peers[0].sent[-1][0]
+
+    def verifiable_by_newcomer(packet: bytes) -> bool:
+        try:
+            newcomer.verify(parse_packet(packet).secured, its_microseconds(T0 + 2000 * MS))  # type: ignore[arg-type]
+        except V2xSecurityError as exc:
+            assert exc.reason == "unknown_signer"
+            return False
+        return True
+
+    cam_after(0)  # b's first CAM carries its ticket, and the next ones for a second only its digest
+    assert not verifiable_by_newcomer(cam_after(1))
+    other = fleet.signer()
+    other.sign(b"first", 36, its_time(T0) * 1000)  # the ticket in full, heard by nobody
+    digest_only = _shb(encode_cam(a_cam()), secure=lambda body: other.sign(body, 36, its_time(T0) * 1000 + 1))
+    MemoryLink(peers).send(digest_only, PacketRoute("cam", LAT0, LON0))
+    assert b.counters()["rejected.security_unknown_signer"] == 1
+    assert verifiable_by_newcomer(cam_after(2))  # within the second, yet in full
 
 
 def test_generation_location_elevation() -> None:

@@ -391,6 +391,10 @@ class V2xStack:
         try:
             verified = self.verifier.verify(parsed.secured, its_microseconds(now_ns))
         except V2xSecurityError as exc:
+            if exc.reason == "unknown_signer" and self.signer is not None:
+                # a station we cannot verify is new here and may not know our ticket either:
+                # the next CAM carries it in full (TS 103 097), so both learn each other quickly
+                self.signer.include_certificate_next()
             raise _Rejected(f"security_{exc.reason}", exc) from exc
         try:
             return parse_common_and_payload(verified.payload)

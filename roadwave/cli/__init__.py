@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from roadwave import __version__
 
-SUBCOMMANDS = ("sim", "edge", "decode", "record", "cloud", "demo", "eval_events", "v2x_relay", "pki")
+SUBCOMMANDS = ("sim", "edge", "decode", "record", "cloud", "demo", "eval_events", "v2x_relay", "v2x_pki", "pki")
 
 
 def build_parser() -> argparse.ArgumentParser:
