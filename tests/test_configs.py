@@ -8,6 +8,7 @@ import pytest
 
 from cloud.ingest import IngestConfig
 from edge.config import EdgeConfig
+from roadwave.cli import main
 from roadwave.configfile import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +95,30 @@ def test_invalid_edge_configs_name_file_key_and_problem(tmp_path, old: str, new:
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("[events]\nvehicle_class = 'tram'", "vehicle_class must be one of car, van, truck"),
+        ("[events]\nenabled = false\npost_s = 99", "post_s must be within"),
+        ("[v2x]\nstation_id = 1", r"\[v2x\]: no transport"),
+        ("[v2x]\n[v2x.udp]\ngroup = '10.0.0.1'", r"\[udp\]: multicast group '10.0.0.1'"),
+        ("[v2x]\nstation_type = 'tank'\n[v2x.udp]", "station_type must be one of"),
+        ("[v2x]\nstation_id = -1\n[v2x.udp]", "station_id must be >= 0"),
+        ("[v2x]\n[v2x.relay]\nsubscribe_zoom = 19", "subscribe_zoom 19 must not exceed"),
+        ("[v2x]\npcap = 'no/such/x.pcap'\n[v2x.udp]", "folder .*no/such does not exist"),
+        (
+            "[v2x]\n[v2x.udp]\n[v2x.security]\nkey = 'k.pem'\nticket = 't.oer'\ntrusted = ['r.oer']",
+            r"\[security\]: key .*k.pem: cannot read",
+        ),
+    ],
+)
+def test_invalid_events_and_v2x_sections(tmp_path, section: str, message: str) -> None:
+    path = write(tmp_path, f"{EDGE}\n{section}\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        EdgeConfig.load(path)
+    assert str(path) in str(info.value)
+
+
 def test_edge_config_needs_a_bus(tmp_path) -> None:
     text = EDGE.split("[[bus]]")[0]
     with pytest.raises(ConfigError, match=r"no \[\[bus\]\] configured"):
@@ -164,3 +189,31 @@ def test_ingest_config_loads(tmp_path) -> None:
 def test_invalid_ingest_configs(tmp_path, old: str, new: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         IngestConfig.load(write(tmp_path, INGEST.replace(old, new, 1)))
+
+
+def test_events_and_v2x_sections(tmp_path) -> None:
+    assert EdgeConfig.load(write(tmp_path, EDGE)).events is not None  # on by default, no V2X
+    assert EdgeConfig.load(write(tmp_path, EDGE)).v2x is None
+    off = EdgeConfig.load(write(tmp_path, EDGE + "\n[events]\nenabled = false\n"))
+    assert off.events is None
+    root, station = tmp_path / "root", tmp_path / "station"
+    for args in (("root", "--dir", str(root)), ("ticket", "--root", str(root), "--out", str(station))):
+        assert main(["v2x-pki", *args]) == 0
+    text = EDGE + (
+        '\n[events]\nvehicle_class = "truck"\n'
+        '\n[v2x]\nstation_id = 7\nstation_type = "heavy_truck"\nlength_m = 16.5\npcap = "v2x.pcap"\n'
+        "[v2x.udp]\nport = 47002\n[v2x.relay]\nvia_relay = false\n"
+        '[v2x.security]\nkey = "station/station.key.pem"\nticket = "station/station.oer"\n'
+        'trusted = ["root/root.oer"]\n'
+    )
+    config = EdgeConfig.load(write(tmp_path, text))
+    assert config.events is not None and config.events.vehicle_class == "truck"
+    v2x = config.v2x
+    assert v2x is not None and v2x.station_id == 7 and v2x.vehicle.station_type == 8
+    assert v2x.vehicle.length_m == 16.5 and v2x.pcap == tmp_path / "v2x.pcap"
+    assert v2x.udp is not None and v2x.udp.port == 47002 and v2x.udp.group == "239.255.0.47"
+    assert v2x.relay is not None and not v2x.relay.via_relay
+    assert v2x.security is not None and v2x.security.trusted == (root / "root.oer",)
+    wrong = text.replace('ticket = "station/station.oer"', 'ticket = "root/root.oer"')
+    with pytest.raises(ConfigError, match="ticket .*root.oer: ticket is self-signed"):
+        EdgeConfig.load(write(tmp_path, wrong))

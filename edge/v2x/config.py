@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from edge.v2x.cam_service import VehicleDescription
-from edge.v2x.errors import V2xConfigError
+from edge.v2x.errors import V2xConfigError, V2xError
 from edge.v2x.model import StationType
 from edge.v2x.pcap import PcapWriter
 from edge.v2x.security import SecurityConfig, Signer, Verifier
@@ -149,7 +149,7 @@ def _read_udp(table: Table) -> UdpSettings:
     table.finish()
     try:  # the transport checks addresses; build one now so a bad value fails at start-up
         UdpMulticastTransport(settings.group, settings.port, interface=settings.interface, ttl=settings.ttl)
-    except ValueError as exc:
+    except V2xError as exc:
         raise table.error(str(exc)) from None
     return settings
 
