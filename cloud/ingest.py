@@ -114,23 +114,7 @@ class IngestConfig:
         """
         table = Table.load(path)
         mqtt_settings = mqtt.MqttSettings.read(table.table("mqtt"))
-        influx_table = table.table("influx")
-        defaults = InfluxSettings()
-        influx = InfluxSettings(
-            url=influx_table.text("url", defaults.url),
-            api=influx_table.choice("api", INFLUX_APIS, defaults.api),
-            database=influx_table.text("database", defaults.database),
-            username=influx_table.text("username", None),
-            password=influx_table.text("password", None),
-            token=influx_table.text("token", None),
-            org=influx_table.text("org", None),
-            timeout_s=influx_table.number("timeout_s", defaults.timeout_s, minimum=0.1),
-        )
-        influx_table.finish()
-        if not influx.url.startswith(("http://", "https://")):
-            raise ConfigError(f"{path}: [influx] url must start with http:// or https://")
-        if influx.api == "v2" and not influx.token:
-            raise ConfigError(f'{path}: [influx] api = "v2" needs a token')
+        influx = read_influx_settings(table.table("influx"))
         ingest_table = table.table("ingest")
         base = IngestSettings()
         ingest = IngestSettings(
@@ -155,6 +139,31 @@ class IngestConfig:
                 f"{path}: [ingest] share_group {ingest.share_group!r}: use 1-64 of A-Z a-z 0-9 _ -"
             )
         return cls(mqtt=mqtt_settings, influx=influx, ingest=ingest)
+
+
+def read_influx_settings(table: Table) -> InfluxSettings:
+    """Read an ``[influx]`` table (shared by the cloud services' configuration files).
+
+    Raises:
+        ConfigError: naming the file, the table, the key and the problem.
+    """
+    defaults = InfluxSettings()
+    influx = InfluxSettings(
+        url=table.text("url", defaults.url),
+        api=table.choice("api", INFLUX_APIS, defaults.api),
+        database=table.text("database", defaults.database),
+        username=table.text("username", None),
+        password=table.text("password", None),
+        token=table.text("token", None),
+        org=table.text("org", None),
+        timeout_s=table.number("timeout_s", defaults.timeout_s, minimum=0.1),
+    )
+    table.finish()
+    if not influx.url.startswith(("http://", "https://")):
+        raise table.error("url must start with http:// or https://")
+    if influx.api == "v2" and not influx.token:
+        raise table.error('api = "v2" needs a token')
+    return influx
 
 
 def parse_partition(text: str | None, where: Path | str) -> tuple[int, int] | None:

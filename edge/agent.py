@@ -222,7 +222,7 @@ class EdgeAgent:
                     live_buses[bus.name] = _open_bus(bus)
             pcap = None if self.v2x_pcap is None else PcapWriter(self.v2x_pcap)
             if config.v2x is not None:
-                stack = build_stack(config.v2x, config.mqtt, config.client_id, pcap)
+                stack = build_stack(config.v2x, config.mqtt, config.client_id, config.vin, pcap)
         except BaseException:
             for live in live_buses.values():
                 live.shutdown()

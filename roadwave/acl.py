@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from roadwave.contract import HEALTH, STATUS, TELEMETRY, TOPIC_ROOT, TOPIC_VERSION
+from roadwave.contract.alerts import ACK_SUBSCRIPTION, ALL_ALERTS_FILTER, ack_topic, partner_alerts_filter
 from roadwave.contract.events import EVENTS
 from roadwave.contract.v2x import TILE, UPLOAD, V2X_ROOT, WARNING
 from roadwave.pki import write_file_atomically
@@ -35,9 +36,6 @@ from roadwave.registry import ALERTS, INGEST, RELAY, FleetRegistry, Partner, Ser
 # Topic parts the contract does not define yet (issue 6 decided them).
 DIAGNOSTICS: Final = "diagnostics"
 COMMAND: Final = "command"
-PARTNERS: Final = "partners"
-PARTNER_ALERTS: Final = "alerts"
-PARTNER_ACK: Final = "ack"
 
 READ: Final = "read"
 WRITE: Final = "write"
@@ -62,12 +60,6 @@ class Grant:
         return f"topic {self.access} {self.topic}"
 
 
-def partner_alerts_filter(partner: str, fleet: str, vin: str | None = None) -> str:
-    """The alerts of ``partner`` about a whole fleet, or about one vehicle of it."""
-    scope = fleet if vin is None else f"{fleet}/{vin}"
-    return f"{_V1}/{PARTNERS}/{partner}/{PARTNER_ALERTS}/{scope}/#"
-
-
 def vehicle_grants(vehicle: Vehicle) -> list[Grant]:
     """Its own topics, its V2X uploads (its VIN as the sender), its commands and the V2X tiles."""
     own = f"{_V1}/{vehicle.fleet}/{vehicle.vin}"
@@ -86,7 +78,7 @@ def partner_grants(partner: Partner, registry: FleetRegistry) -> list[Grant]:
         fleet = registry.fleet_of(vin)
         if fleet not in partner.fleets:
             grants.append(Grant(READ, partner_alerts_filter(partner.id, fleet, vin)))
-    grants.append(Grant(WRITE, f"{_V1}/{PARTNERS}/{partner.id}/{PARTNER_ACK}"))
+    grants.append(Grant(WRITE, ack_topic(partner.id)))
     return grants
 
 
@@ -97,8 +89,8 @@ SERVICE_GRANTS: Final[dict[str, tuple[Grant, ...]]] = {
     RELAY: (Grant(READ, f"{V2X_ROOT}/{UPLOAD}/+/+/+"), Grant(WRITE, f"{V2X_ROOT}/{TILE}/#")),
     ALERTS: (
         *(Grant(READ, f"{_V1}/+/+/{kind}") for kind in WATCHED_KINDS),
-        Grant(READ, f"{_V1}/{PARTNERS}/+/{PARTNER_ACK}"),
-        Grant(WRITE, f"{_V1}/{PARTNERS}/+/{PARTNER_ALERTS}/#"),
+        Grant(READ, ACK_SUBSCRIPTION),
+        Grant(WRITE, ALL_ALERTS_FILTER),
         Grant(WRITE, f"{_V1}/+/+/{COMMAND}"),
     ),
 }

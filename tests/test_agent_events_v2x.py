@@ -169,6 +169,7 @@ class Tap:
         self.events: list[tuple[int, dict[str, object]]] = []
         self.warnings: dict[str, list[tuple[int, dict[str, object]]]] = {}
         self.online: set[str] = set()
+        self.uploaders: set[str] = set()
         self._client = connect(
             MqttSettings(host=broker.host, port=broker.port),
             f"convoy-tap-{uuid.uuid4().hex[:6]}",
@@ -176,12 +177,16 @@ class Tap:
                 (f"roadwave/v1/{FLEET}/+/events", 1),
                 (f"roadwave/v1/{FLEET}/+/{v2x_topics.WARNING}", 1),
                 (f"roadwave/v1/{FLEET}/+/status", 1),
+                (v2x_topics.UPLOAD_SUBSCRIPTION, 0),
             ],
             on_message=self._on_message,
         )
 
     def _on_message(self, _client: object, _userdata: object, message) -> None:
         arrived_ns = time.time_ns()
+        if message.topic.startswith(v2x_topics.V2X_ROOT):
+            self.uploaders.add(v2x_topics.parse_upload_topic(message.topic).sender)
+            return
         _root, _version, _fleet, vin, kind = message.topic.split("/")
         if kind == "status":
             if json.loads(message.payload)["online"]:
@@ -284,6 +289,7 @@ def test_a_hard_brake_in_car_a_warns_car_b_through_the_agents_by_broadcast_and_b
             bus.shutdown()
         tap.close()
 
+    assert tap.uploaders == {vin_a, vin_relay}  # relay users upload as their VIN, an ACL identity
     # car A detected every brake, announced each with a DENM, and published the events
     detected = [
         (arrived, event) for arrived, event in tap.events
@@ -310,10 +316,10 @@ def test_a_hard_brake_in_car_a_warns_car_b_through_the_agents_by_broadcast_and_b
             arrived / 1e6 - unix_ms_from_timestamp_its(w["detection_time"])  # type: ignore[arg-type]
             for arrived, w in raised
         ]
-        # repetitions of a known DENM are dropped; nothing else is refused
-        assert {name for name in reports[vin]["v2x"] if name.startswith("rejected")} <= {
-            "rejected.denm_repetition"
-        }
+        # repetitions of a known DENM are dropped; a CAM signed with the digest of a ticket
+        # not heard yet may be refused; nothing else is
+        refused = {name for name in reports[vin]["v2x"] if name.startswith("rejected")}
+        assert refused <= {"rejected.denm_repetition", "rejected.security_unknown_signer"}
 
     # A's pcap holds every V2X packet it sent or heard, signed: its DENMs verify against the root
     verifier = Verifier(SecurityConfig(trusted_authorities=[(tmp_path / "root" / "root.oer").read_bytes()]))

@@ -884,8 +884,10 @@ def test_transport_settings_are_validated() -> None:
     with pytest.raises(TransportError, match="interface address 'lo' is not an IPv4 address"):
         UdpMulticastTransport("239.1.2.3", 5000, interface="lo")
     settings = MqttSettings()
-    with pytest.raises(TransportError, match="client_id"):
+    with pytest.raises(TransportError, match="sender: invalid V2X sender 'car 1'"):
         MqttRelayTransport(settings, "car 1")
+    with pytest.raises(TransportError, match="sender: invalid V2X sender 'a/b'"):
+        MqttRelayTransport(settings, "car-1", sender="a/b")
     with pytest.raises(TransportError, match="subscribe_zoom 19 is not an integer 1 .. 18"):
         MqttRelayTransport(settings, "car-1", subscribe_zoom=19)
     with pytest.raises(TransportError, match="radius"):

@@ -3,18 +3,7 @@
 See docs/maintenance.md.
 """
 
-from cloud.maintenance.alerts import (
-    ACKNOWLEDGED,
-    ACTIVE,
-    ALERT_SCHEMA_VERSION,
-    CLEARED,
-    Alert,
-    AlertBook,
-    AlertError,
-    AlertFormatError,
-    Notification,
-    UnknownAlertError,
-)
+from cloud.maintenance.alerts import AlertBook, AlertError, Notification, UnknownAlertError
 from cloud.maintenance.rules import (
     DtcStatus,
     Finding,
@@ -24,6 +13,14 @@ from cloud.maintenance.rules import (
     Normal,
     RuleConfigError,
     parse_maintenance_config,
+)
+from roadwave.contract.alerts import (
+    ACKNOWLEDGED,
+    ACTIVE,
+    ALERT_SCHEMA_VERSION,
+    CLEARED,
+    Alert,
+    AlertFormatError,
 )
 
 __all__ = [

@@ -25,15 +25,8 @@ arguments, and an alert's clock never runs backwards (an earlier time counts as 
 latest one the alert has seen). Notification times strictly increase per fleet,
 vehicle and alert type, so stored transitions never overwrite each other.
 
-Alert JSON document, schema version 1 (:meth:`Alert.to_dict`; times in ns since the epoch)::
-
-    {"v": 1, "id": "coolant_overtemp-RWDEM000000000001-1763700000000000000",
-     "fleet": "demo", "vin": "RWDEM000000000001", "type": "coolant_overtemp",
-     "severity": 3, "state": "acknowledged",
-     "first_seen": 1763700000000000000, "last_seen": 1763700090000000000, "count": 2,
-     "value": {"ect_c": 118.0, "above_s": 30.0}, "recommendation": "...",
-     "acknowledged_by": "ops@example.com", "acknowledged_at": 1763700100000000000,
-     "cleared_at": null}
+The alert document (:class:`Alert`, schema version 1) is part of the wire contract:
+:mod:`roadwave.contract.alerts`.
 """
 
 from __future__ import annotations
@@ -42,33 +35,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cloud.maintenance.rules import (
-    MEASURE_PATTERN,
-    SECOND_NS,
-    SEVERITIES,
-    TYPE_PATTERN,
-    Finding,
-    Normal,
-    Observation,
+from cloud.maintenance.rules import SECOND_NS, Finding, Normal, Observation
+from roadwave.contract import ContractError, check_fleet
+from roadwave.contract.alerts import (
+    ACKNOWLEDGED,
+    ACTIVE,
+    CLEARED,
+    Alert,
+    AlertFormatError,
+    check_actor,
+    check_timestamp,
     is_finite_number,
-    is_timestamp,
 )
-from roadwave.contract import ContractError, check_fleet, check_vin
 
-#: The alert JSON schema version :meth:`Alert.to_dict` writes and :meth:`Alert.from_dict` reads.
-ALERT_SCHEMA_VERSION = 1
-ACTIVE, ACKNOWLEDGED, CLEARED = "active", "acknowledged", "cleared"
-STATES = (ACTIVE, ACKNOWLEDGED, CLEARED)
 #: What happened to an alert: its transitions (acknowledged and cleared are also states).
 OPENED, UPDATED, ESCALATED = "opened", "updated", "escalated"
 TRANSITIONS = (OPENED, UPDATED, ESCALATED, ACKNOWLEDGED, CLEARED)
-MAX_RECOMMENDATION = 1000
-MAX_ACTOR = 128
-MAX_MEASURES = 16
-
-
-class AlertFormatError(ValueError):
-    """An alert (document or value) that does not follow the alert schema; the message says where."""
 
 
 class AlertError(ValueError):
@@ -79,178 +61,12 @@ class UnknownAlertError(AlertError):
     """No open alert has the given id (it never existed, or it was cleared)."""
 
 
-def _check_time(name: str, value: Any) -> None:
-    if not is_timestamp(value):
-        raise AlertFormatError(f"{name!r}: {value!r} is not integer nanoseconds within years 2000-2099")
-
-
-def _check_now(t_ns: Any) -> int:
-    """A time given to the book: integer nanoseconds within the contract's years."""
+def _check_request(check: Any, *args: Any) -> Any:
+    """Run a contract check on a request to the book, raising :class:`AlertError` with its message."""
     try:
-        _check_time("time", t_ns)
+        return check(*args)
     except AlertFormatError as exc:
         raise AlertError(str(exc)) from None
-    return int(t_ns)
-
-
-def check_actor(by: Any) -> str:
-    """Return ``by`` if it names who acknowledges (1-128 printable characters), else raise AlertError."""
-    if not isinstance(by, str) or not 0 < len(by) <= MAX_ACTOR or not by.isprintable():
-        raise AlertError(f"who acknowledges must be 1-{MAX_ACTOR} printable characters, got {by!r}")
-    return by
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One alert over its life (see the module docstring); times in ns since the epoch.
-
-    ``value`` holds the latest measures (names carry units); ``recommendation`` is
-    the plain-language advice of the most severe finding. Construction validates.
-    """
-
-    fleet: str
-    vin: str
-    type: str
-    severity: int
-    state: str
-    first_seen_ns: int
-    last_seen_ns: int
-    count: int
-    value: dict[str, float]
-    recommendation: str
-    acknowledged_by: str | None = None
-    acknowledged_at_ns: int | None = None
-    cleared_at_ns: int | None = None
-
-    def __post_init__(self) -> None:
-        try:
-            check_fleet(self.fleet)
-            check_vin(self.vin)
-        except ContractError as exc:
-            raise AlertFormatError(str(exc)) from None
-        if not isinstance(self.type, str) or not TYPE_PATTERN.fullmatch(self.type):
-            raise AlertFormatError(f"'type' {self.type!r} is not an alert type (a-z, 0-9, _ or dtc_<code>)")
-        if type(self.severity) is not int or self.severity not in SEVERITIES:
-            raise AlertFormatError(f"'severity' must be 1, 2 or 3, got {self.severity!r}")
-        if self.state not in STATES:
-            raise AlertFormatError(f"'state' must be one of {', '.join(STATES)}, got {self.state!r}")
-        _check_time("first_seen", self.first_seen_ns)
-        _check_time("last_seen", self.last_seen_ns)
-        if self.last_seen_ns < self.first_seen_ns:
-            raise AlertFormatError("'last_seen' is before 'first_seen'")
-        if type(self.count) is not int or self.count < 1:
-            raise AlertFormatError(f"'count' must be an integer >= 1, got {self.count!r}")
-        self._check_value()
-        text = self.recommendation
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_RECOMMENDATION:
-            raise AlertFormatError(f"'recommendation' must be text of 1-{MAX_RECOMMENDATION} characters")
-        self._check_acknowledgement()
-        if self.state == CLEARED and self.cleared_at_ns is None:
-            raise AlertFormatError("a cleared alert needs 'cleared_at'")
-        if self.state != CLEARED and self.cleared_at_ns is not None:
-            raise AlertFormatError(f"only a cleared alert has 'cleared_at' (state is {self.state})")
-        if self.cleared_at_ns is not None:
-            _check_time("cleared_at", self.cleared_at_ns)
-            if self.cleared_at_ns < self.last_seen_ns:
-                raise AlertFormatError("'cleared_at' is before 'last_seen'")
-
-    def _check_value(self) -> None:
-        value = self.value
-        if not isinstance(value, dict) or len(value) > MAX_MEASURES:
-            raise AlertFormatError(f"'value' must be an object of at most {MAX_MEASURES} measures")
-        for name, number in value.items():
-            if not isinstance(name, str) or not MEASURE_PATTERN.fullmatch(name):
-                raise AlertFormatError(f"'value': {name!r} is not a measure name (a-z, 0-9, _)")
-            if not is_finite_number(number):
-                raise AlertFormatError(f"'value': {name} must be a finite number, got {number!r}")
-        # InfluxDB fixes a field's type at its first write: measures are always floats.
-        object.__setattr__(self, "value", {name: float(number) for name, number in value.items()})
-
-    def _check_acknowledgement(self) -> None:
-        by, at = self.acknowledged_by, self.acknowledged_at_ns
-        if (by is None) != (at is None):
-            raise AlertFormatError("'acknowledged_by' and 'acknowledged_at' go together")
-        if self.state == ACKNOWLEDGED and by is None:
-            raise AlertFormatError("an acknowledged alert needs 'acknowledged_by' and 'acknowledged_at'")
-        if self.state == ACTIVE and by is not None:
-            raise AlertFormatError("an active alert is not acknowledged: no 'acknowledged_by'")
-        if by is not None:
-            try:
-                check_actor(by)
-            except AlertError as exc:
-                raise AlertFormatError(f"'acknowledged_by': {exc}") from None
-            _check_time("acknowledged_at", at)
-
-    @property
-    def id(self) -> str:
-        """Identifies the alert across its updates: type, VIN and first sighting."""
-        return f"{self.type}-{self.vin}-{self.first_seen_ns}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready document (schema :data:`ALERT_SCHEMA_VERSION`)."""
-        return {
-            "v": ALERT_SCHEMA_VERSION,
-            "id": self.id,
-            "fleet": self.fleet,
-            "vin": self.vin,
-            "type": self.type,
-            "severity": self.severity,
-            "state": self.state,
-            "first_seen": self.first_seen_ns,
-            "last_seen": self.last_seen_ns,
-            "count": self.count,
-            "value": dict(self.value),
-            "recommendation": self.recommendation,
-            "acknowledged_by": self.acknowledged_by,
-            "acknowledged_at": self.acknowledged_at_ns,
-            "cleared_at": self.cleared_at_ns,
-        }
-
-    @classmethod
-    def from_dict(cls, document: Any) -> Alert:
-        """Read and validate an alert document; keys it does not know are ignored.
-
-        Raises:
-            AlertFormatError: naming the key and the problem.
-        """
-        if not isinstance(document, dict):
-            raise AlertFormatError("an alert must be a JSON object")
-        version = _get(document, "v", int)
-        if version != ALERT_SCHEMA_VERSION:
-            raise AlertFormatError(f"alert schema version {version} is not {ALERT_SCHEMA_VERSION}")
-        alert = cls(
-            fleet=_get(document, "fleet", str),
-            vin=_get(document, "vin", str),
-            type=_get(document, "type", str),
-            severity=_get(document, "severity", int),
-            state=_get(document, "state", str),
-            first_seen_ns=_get(document, "first_seen", int),
-            last_seen_ns=_get(document, "last_seen", int),
-            count=_get(document, "count", int),
-            value=_get(document, "value", dict),
-            recommendation=_get(document, "recommendation", str),
-            acknowledged_by=_get(document, "acknowledged_by", str, nullable=True),
-            acknowledged_at_ns=_get(document, "acknowledged_at", int, nullable=True),
-            cleared_at_ns=_get(document, "cleared_at", int, nullable=True),
-        )
-        if _get(document, "id", str) != alert.id:
-            raise AlertFormatError(
-                f"'id' {document['id']!r} does not match type, vin and first_seen ({alert.id!r})"
-            )
-        return alert
-
-
-def _get(document: dict[str, Any], key: str, kind: type, nullable: bool = False) -> Any:
-    if key not in document:
-        raise AlertFormatError(f"missing {key!r}")
-    value = document[key]
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise AlertFormatError(
-            f"{key!r} must be {kind.__name__}{' or null' if nullable else ''}, got {value!r}"
-        )
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,8 +227,8 @@ class AlertBook:
             UnknownAlertError: no open alert has this id.
             AlertError: ``by`` is not 1-128 printable characters, or the time is invalid.
         """
-        check_actor(by)
-        _check_now(t_ns)
+        _check_request(check_actor, by)
+        _check_request(check_timestamp, "time", t_ns)
         key = self._by_id.get(alert_id)
         if key is None:
             raise UnknownAlertError(f"no open alert has id {alert_id!r} (unknown, or cleared already)")
@@ -434,7 +250,7 @@ class AlertBook:
         Raises:
             AlertError: ``now_ns`` is not integer nanoseconds within years 2000-2099.
         """
-        _check_now(now_ns)
+        _check_request(check_timestamp, "time", now_ns)
         notes: list[Notification] = []
         for key, entry in list(self._open.items()):
             if vin is not None and key[1] != vin:

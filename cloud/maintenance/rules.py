@@ -31,7 +31,6 @@ nanoseconds of frame time.
 
 from __future__ import annotations
 
-import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
@@ -39,15 +38,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from roadwave.configfile import Table
-from roadwave.contract import (
-    MAX_TIMESTAMP_NS,
-    MIN_TIMESTAMP_NS,
-    ContractError,
-    TelemetryBatch,
-    Value,
-    check_value,
-    check_vin,
-)
+from roadwave.contract import ContractError, TelemetryBatch, Value, check_value, check_vin
+from roadwave.contract.alerts import SEVERITIES, is_finite_number, is_timestamp
 
 SECOND_NS = 1_000_000_000
 
@@ -73,20 +65,7 @@ CRANKING_REFERENCE_C = 20.0
 COOLANT_NORMAL_MAX_C = 105.0
 COOLANT_DANGER_C = 116.0
 
-SEVERITIES = (1, 2, 3)
-TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}|dtc_[PCBU][0-3][0-9A-F]{3}")
 DTC_PATTERN = re.compile(r"[PCBU][0-3][0-9A-F]{3}")
-MEASURE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int or float (not a bool) that is finite."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def is_timestamp(value: Any) -> bool:
-    """True for integer nanoseconds since the epoch within the contract's years 2000-2099."""
-    return type(value) is int and MIN_TIMESTAMP_NS <= value < MAX_TIMESTAMP_NS
 
 
 class MaintenanceInputError(ValueError):

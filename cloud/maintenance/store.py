@@ -65,6 +65,16 @@ def alert_lines(notes: Iterable[Notification]) -> list[str]:
     return [alert_line(note) for note in notes]
 
 
+def _latest_query(condition: str, fleet: str | None) -> str:
+    """InfluxQL for the latest transition per vehicle and type that meets ``condition``."""
+    where = "" if fleet is None else f" WHERE fleet = '{check_fleet(fleet)}'"
+    latest = (
+        'SELECT LAST("count") AS "count", "id", "severity", "state", "first_seen", "recommendation", '
+        f'"document" FROM {ALERTS_MEASUREMENT}{where} GROUP BY fleet, vin, "type"'
+    )
+    return f"SELECT * FROM ({latest}) WHERE {condition}"
+
+
 def active_alerts_query(fleet: str | None = None) -> str:
     """InfluxQL for "active alerts now": the latest transition per vehicle and type, unless cleared.
 
@@ -75,12 +85,18 @@ def active_alerts_query(fleet: str | None = None) -> str:
     Raises:
         ContractError: an invalid fleet name.
     """
-    where = "" if fleet is None else f" WHERE fleet = '{check_fleet(fleet)}'"
-    latest = (
-        'SELECT LAST("count") AS "count", "id", "severity", "state", "first_seen", "recommendation", '
-        f'"document" FROM {ALERTS_MEASUREMENT}{where} GROUP BY fleet, vin, "type"'
-    )
-    return f"SELECT * FROM ({latest}) WHERE \"state\" != '{CLEARED}'"
+    return _latest_query(f"\"state\" != '{CLEARED}'", fleet)
+
+
+def cleared_alerts_query(since_ns: int, fleet: str | None = None) -> str:
+    """InfluxQL for the alerts cleared from ``since_ns`` on whose type has not been raised again since.
+
+    Rows as in :func:`active_alerts_query`; ``time`` is the clear.
+
+    Raises:
+        ContractError: an invalid fleet name.
+    """
+    return _latest_query(f"\"state\" = '{CLEARED}' AND time >= {int(since_ns)}", fleet)
 
 
 def history_query(vin: str, since_ns: int | None = None) -> str:
@@ -103,6 +119,11 @@ def _alert(row: dict[str, Any]) -> Alert:
     return Alert.from_dict(document)
 
 
+def _read_alerts(client: InfluxClient, influxql: str) -> list[Alert]:
+    alerts = [_alert(row) for row in client.query(influxql)]
+    return sorted(alerts, key=lambda alert: (alert.first_seen_ns, alert.id))
+
+
 def read_active(client: InfluxClient, fleet: str | None = None) -> list[Alert]:
     """The open alerts (of a fleet, or all), oldest first: what :class:`AlertBook` restores at start.
 
@@ -110,8 +131,17 @@ def read_active(client: InfluxClient, fleet: str | None = None) -> list[Alert]:
         InfluxError: InfluxDB is unreachable or refused the query.
         AlertFormatError: a stored document is not a valid alert.
     """
-    alerts = [_alert(row) for row in client.query(active_alerts_query(fleet))]
-    return sorted(alerts, key=lambda alert: (alert.first_seen_ns, alert.id))
+    return _read_alerts(client, active_alerts_query(fleet))
+
+
+def read_cleared(client: InfluxClient, since_ns: int, fleet: str | None = None) -> list[Alert]:
+    """The alerts cleared from ``since_ns`` on (see :func:`cleared_alerts_query`), oldest first.
+
+    Raises:
+        InfluxError: InfluxDB is unreachable or refused the query.
+        AlertFormatError: a stored document is not a valid alert.
+    """
+    return _read_alerts(client, cleared_alerts_query(since_ns, fleet))
 
 
 def read_history(client: InfluxClient, vin: str, since_ns: int | None = None) -> list[Notification]:

@@ -231,12 +231,14 @@ def build_stack(
     settings: V2xSettings,
     mqtt: MqttSettings,
     client_id: str,
+    sender: str,
     pcap: PcapWriter | None,
 ) -> V2xStack:
     """The agent's V2X stack: transports opened, security loaded; set its ``on_warning``.
 
     The relay transport gets its own MQTT connection (``{client_id}-v2x``, clean, QoS 0),
-    opened in the background so the agent starts without the broker.
+    opened in the background so the agent starts without the broker, and uploads as
+    ``sender`` (the VIN).
 
     Raises:
         V2xConfigError: security files that changed since the configuration was read.
@@ -258,6 +260,7 @@ def build_stack(
             MqttRelayTransport(
                 mqtt,
                 f"{client_id}-v2x",
+                sender=sender,
                 via_relay=relay.via_relay,
                 publish_zoom=relay.publish_zoom,
                 subscribe_zoom=relay.subscribe_zoom,

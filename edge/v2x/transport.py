@@ -246,10 +246,11 @@ class UdpMulticastTransport(V2xTransport):
 
 
 class MqttRelayTransport(V2xTransport):
-    """Packets through an MQTT broker, by quadkey tile (topic scheme: ``edge.v2x.topics``).
+    """Packets through an MQTT broker, by quadkey tile (topic scheme: ``roadwave.contract.v2x``).
 
-    Sends to the upload topic for the relay to check and forward (``via_relay``), or
-    straight to the tile topic. Subscribes to the ``(2 * radius + 1)**2`` tiles at
+    Sends to the upload topic of ``sender`` (default: the client id; the agent uses its
+    VIN, the identity a broker ACL knows it by) for the relay to check and forward
+    (``via_relay``), or straight to the tile topic. Subscribes to the ``(2 * radius + 1)**2`` tiles at
     ``subscribe_zoom`` around the vehicle and moves the subscriptions with it
     (subscribing to new tiles before leaving old ones); nothing is received before the
     first position. QoS 0: a late V2X message is worth nothing, so none is queued.
@@ -264,6 +265,7 @@ class MqttRelayTransport(V2xTransport):
         settings: mqtt.MqttSettings,
         client_id: str,
         *,
+        sender: str | None = None,
         via_relay: bool = True,
         publish_zoom: int = topics.PUBLISH_ZOOM,
         subscribe_zoom: int = topics.SUBSCRIBE_ZOOM,
@@ -271,11 +273,12 @@ class MqttRelayTransport(V2xTransport):
         connect_timeout_s: float | None = 10.0,
     ) -> None:
         super().__init__()
+        sender = client_id if sender is None else sender
         try:
-            topics.check_sender(client_id)
+            topics.check_sender(sender)
         except TopicError as exc:
-            raise TransportError(f"client_id: {exc}") from exc
-        self.settings, self.client_id, self.via_relay = settings, client_id, via_relay
+            raise TransportError(f"sender: {exc}") from exc
+        self.settings, self.client_id, self.sender, self.via_relay = settings, client_id, sender, via_relay
         self.publish_zoom = _integer(publish_zoom, "publish_zoom", 1, MAX_ZOOM)
         self.subscribe_zoom = _integer(subscribe_zoom, "subscribe_zoom", 1, publish_zoom)
         self.radius = _integer(radius, "radius (tiles on each side)", 0, 3)
@@ -368,7 +371,7 @@ class MqttRelayTransport(V2xTransport):
         try:
             key = quadkey(route.latitude_deg, route.longitude_deg, self.publish_zoom)
             if self.via_relay:
-                topic = topics.upload_topic(self.client_id, route.kind, key)
+                topic = topics.upload_topic(self.sender, route.kind, key)
             else:
                 topic = topics.tile_topic(route.kind, key)
         except ValueError as exc:  # TopicError, QuadkeyError

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 
 from roadwave import __version__
 
-SUBCOMMANDS = ("sim", "edge", "decode", "record", "cloud", "demo", "eval_events", "v2x_relay", "v2x_pki", "pki")
+SUBCOMMANDS = (
+    "sim", "edge", "decode", "record", "cloud", "demo", "eval_events",
+    "v2x_relay", "v2x_pki", "pki", "partner",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

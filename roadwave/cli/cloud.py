@@ -1,4 +1,4 @@
-"""``roadwave cloud ...``: the cloud services (``ingest`` for now)."""
+"""``roadwave cloud ...``: the cloud services, ``ingest`` and ``alerts``."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from cloud.alerting import AlertingConfig, AlertingService
 from cloud.influx import InfluxError
-from cloud.ingest import INFLUX_APIS, IngestConfig, IngestService, IngestStats, parse_partition
+from cloud.ingest import INFLUX_APIS, IngestConfig, IngestService, parse_partition
 from roadwave.configfile import ConfigError, with_overrides
+from roadwave.contract.alerts import AlertFormatError
 from roadwave.mqtt import MqttConnectError
 
 
 def add_subparser(subparsers: Any) -> None:
     """Register ``roadwave cloud`` and its services."""
-    parser = subparsers.add_parser("cloud", help="cloud services (ingest)")
+    parser = subparsers.add_parser("cloud", help="cloud services (ingest, alerts)")
     services = parser.add_subparsers(title="services", metavar="SERVICE", required=True)
     ingest = services.add_parser(
         "ingest",
@@ -53,6 +56,16 @@ def add_subparser(subparsers: Any) -> None:
         "--metrics-port", type=int, help="serve /metrics, /ready and /live on this port (0: any free port)"
     )
     ingest.set_defaults(func=run_ingest)
+    alerts = services.add_parser(
+        "alerts",
+        help="maintenance alerts -> partners over MQTT",
+        description="Run the maintenance rules over the fleet's telemetry, store alert transitions in "
+        "InfluxDB and deliver them to the partners serving each vehicle; apply their acknowledgements "
+        "(docs/alerts.md). Prints a JSON line when ready and one with its counters when stopped "
+        "(SIGINT/SIGTERM).",
+    )
+    alerts.add_argument("--config", type=Path, required=True, help="alerting TOML file")
+    alerts.set_defaults(func=run_alerts)
 
 
 def ingest_config(args: argparse.Namespace) -> IngestConfig:
@@ -82,6 +95,43 @@ def ingest_config(args: argparse.Namespace) -> IngestConfig:
     return config
 
 
+class _Service(Protocol):
+    ready: threading.Event
+
+    def run(self, stop: threading.Event) -> Any: ...
+
+
+def _serve(
+    name: str, service: _Service, ready: Callable[[], dict[str, Any]], failures: tuple[type[Exception], ...]
+) -> int:
+    """Run a service until SIGINT/SIGTERM: a JSON line when ready, one with its counters when stopped."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    outcome: list[Any] = []
+
+    def serve() -> None:
+        try:
+            outcome.append(service.run(stop))
+        except failures as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=serve, name=name)
+    worker.start()
+    while worker.is_alive() and not service.ready.wait(0.1):
+        pass
+    if service.ready.is_set():
+        print(json.dumps({"event": "ready", **ready()}), flush=True)
+    while worker.is_alive():
+        worker.join(0.2)  # short joins keep the main thread responsive to signals
+    result = outcome[0] if outcome else RuntimeError(f"{name} ended unexpectedly")
+    if isinstance(result, Exception):
+        print(f"roadwave cloud {name}: {result}", file=sys.stderr)
+        return 3
+    print(json.dumps({"event": "stopped", "stats": dataclasses.asdict(result)}), flush=True)
+    return 0
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     """Run the ingest until SIGINT/SIGTERM."""
     try:
@@ -89,34 +139,28 @@ def run_ingest(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"roadwave cloud ingest: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    outcome: list[IngestStats | Exception] = []
-
-    def serve() -> None:
-        try:
-            outcome.append(service.run(stop))
-        except (InfluxError, MqttConnectError) as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=serve, name="ingest")
-    worker.start()
-    while worker.is_alive() and not service.ready.wait(0.1):
-        pass
-    if service.ready.is_set():
-        ready = {
-            "event": "ready",
+    return _serve(
+        "ingest",
+        service,
+        lambda: {
             "client_id": service.config.client_id,
             "dead_letters": str(service.dead_letters.path),
             "metrics_port": service.metrics.port,
-        }
-        print(json.dumps(ready), flush=True)
-    while worker.is_alive():
-        worker.join(0.2)  # short joins keep the main thread responsive to signals
-    result = outcome[0] if outcome else RuntimeError("ingest ended unexpectedly")
-    if isinstance(result, Exception):
-        print(f"roadwave cloud ingest: {result}", file=sys.stderr)
-        return 3
-    print(json.dumps({"event": "stopped", "stats": dataclasses.asdict(result)}), flush=True)
-    return 0
+        },
+        (InfluxError, MqttConnectError),
+    )
+
+
+def run_alerts(args: argparse.Namespace) -> int:
+    """Run the alerting service until SIGINT/SIGTERM."""
+    try:
+        service = AlertingService(AlertingConfig.load(args.config))
+    except ConfigError as exc:
+        print(f"roadwave cloud alerts: {exc}", file=sys.stderr)
+        return 2
+    return _serve(
+        "alerts",
+        service,
+        lambda: {"client_id": service.config.client_id, "alerts_restored": service.stats.alerts_restored},
+        (InfluxError, MqttConnectError, AlertFormatError),
+    )
