@@ -214,6 +214,7 @@ class EdgeAgent:
             config.uplink.spool,
             max_bytes=config.uplink.spool_max_bytes,
             max_age_s=config.uplink.spool_max_age_s,
+            key=config.uplink.spool_key,
         )
         pcap = stack = None
         try:  # local problems first: a bus or a V2X socket that cannot open fails before any connection

@@ -40,6 +40,7 @@ Example::
     compression = "zlib"                # or "none"
     max_in_flight = 20                  # unacknowledged batches at a time
     max_messages_per_s = 20.0           # resend rate after an outage
+    # spool_key_file = "spool.key"      # encrypt the spool at rest (docs/security.md)
 
     [events]                            # ADAS event detection (docs/events.md); on by default
     enabled = true
@@ -61,6 +62,7 @@ from edge.v2x.config import V2xSettings
 from roadwave.configfile import ConfigError, Table
 from roadwave.contract import BUS_PATTERN, ContractError, check_fleet, check_vin
 from roadwave.mqtt import MqttSettings
+from roadwave.spool import SpoolKeyError, load_spool_key
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,18 @@ class BatchSettings:
 
 
 COMPRESSIONS = ("zlib", "none")
+#: Upper bounds of the spool's size (1 TiB) and age (10 years): larger values are typos.
+MAX_SPOOL_MB = 2.0**20
+MAX_SPOOL_AGE_H = 10 * 8766.0
 
 
 @dataclass(frozen=True)
 class UplinkSettings:
-    """Store-and-forward: where the spool lives, its bounds, and how fast it drains."""
+    """Store-and-forward: where the spool lives, its bounds, and how fast it drains.
+
+    ``spool_key`` (from ``spool_key_file``: 64 hex digits or 32 raw bytes, mode 0600)
+    encrypts the spool's payloads at rest; None leaves them in clear.
+    """
 
     spool: Path
     spool_max_bytes: int = 256 * 2**20
@@ -84,22 +93,34 @@ class UplinkSettings:
     compression: str = "zlib"
     max_in_flight: int = 20
     max_messages_per_s: float = 20.0
+    spool_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def read(cls, table: Table, default_spool: Path) -> UplinkSettings:
         """Read an ``[uplink]`` table."""
+        max_mb = table.number("spool_max_mb", cls.spool_max_bytes / 2**20, minimum=8.0, maximum=MAX_SPOOL_MB)
+        max_age_h = table.number(
+            "spool_max_age_h", cls.spool_max_age_s / 3600, minimum=0.01, maximum=MAX_SPOOL_AGE_H
+        )
+        key_file = table.path("spool_key_file", None)
         settings = cls(
             spool=table.path("spool", None) or default_spool,
-            spool_max_bytes=int(
-                table.number("spool_max_mb", cls.spool_max_bytes / 2**20, minimum=8.0) * 2**20
-            ),
-            spool_max_age_s=table.number("spool_max_age_h", cls.spool_max_age_s / 3600, minimum=0.01) * 3600,
+            spool_max_bytes=int(max_mb * 2**20),
+            spool_max_age_s=max_age_h * 3600,
             compression=table.choice("compression", COMPRESSIONS, cls.compression),
             max_in_flight=table.integer("max_in_flight", cls.max_in_flight, minimum=1, maximum=1000),
             max_messages_per_s=table.number("max_messages_per_s", cls.max_messages_per_s, minimum=0.1),
+            spool_key=None if key_file is None else _spool_key(table, key_file),
         )
         table.finish()
         return settings
+
+
+def _spool_key(table: Table, path: Path) -> bytes:
+    try:
+        return load_spool_key(path)
+    except SpoolKeyError as exc:
+        raise table.error(f"spool_key_file: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ Warning codes (``<kw>`` is the statement keyword in lower case, ``_`` as ``-``: 
 ``unassigned-signals``         VECTOR__INDEPENDENT_SIG_MSG (signals of no frame): dropped
 ``message-duplicate-id``       a frame ID defined again with the same layout: repeat dropped
 ``message-duplicate-name``     a message name used again for another frame ID: repeat dropped
+``message-too-long``           a message longer than the 64 bytes of a CAN FD frame: dropped
 ``signal-duplicate-name``      a signal name used twice in one message: repeat dropped
 ``signal-empty``               a signal of length 0: dropped
 ``signal-out-of-frame``        a signal reaching past the message length: dropped
@@ -52,9 +53,12 @@ from cantools.database.can.message import SignalTreeType
 
 LOGGER = logging.getLogger(__name__)
 
+#: Largest DBC file read: real ones reach a few megabytes.
+MAX_DBC_BYTES = 32 * 1024 * 1024
 _EXTENDED_FLAG = 0x80000000
 _MAX_STANDARD_ID = 0x7FF
 _MAX_EXTENDED_ID = 0x1FFFFFFF
+_MAX_FRAME_BYTES = 64
 _INDEPENDENT_SIGNALS = "VECTOR__INDEPENDENT_SIG_MSG"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOKEN = re.compile(
@@ -238,11 +242,14 @@ def _identifier(name: str, taken: set[str]) -> str:
 def _read_text(path: Path) -> tuple[str, tuple[int, str] | None]:
     """The file's text, and (line, message) when it is not UTF-8."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_DBC_BYTES + 1)
     except FileNotFoundError as exc:
         raise DbcLoadError(f"{path}: DBC file not found") from exc
     except OSError as exc:
         raise DbcLoadError(f"{path}: cannot read DBC file: {exc.strerror}") from exc
+    if len(data) > MAX_DBC_BYTES:
+        raise DbcLoadError(f"{path}: larger than {MAX_DBC_BYTES} bytes; not a DBC file this loader reads")
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
@@ -447,6 +454,10 @@ class _DbcText:
                 self._drop_message(message, "unassigned-signals", what)
                 continue
             self._check_frame_id(message)
+            if not 0 <= message.length <= _MAX_FRAME_BYTES:
+                what = f"{message.name} is {message.length} bytes long, longer than a CAN FD frame; dropped"
+                self._drop_message(message, "message-too-long", what)
+                continue
             if self._is_duplicate(message):
                 continue
             self._check_signals(message)
@@ -512,6 +523,9 @@ class _DbcText:
                 continue
             if signal.length <= 0:
                 code, problem = "signal-empty", f"has length {signal.length}"
+            elif signal.length > 8 * message.length:  # also keeps absurd lengths from being walked bit by bit
+                code = "signal-out-of-frame"
+                problem = f"is {signal.length} bits long, more than the {message.length}-byte message holds"
             else:
                 bits = _bits(signal.start, signal.length, signal.little_endian)
                 if min(bits) >= 0 and max(bits) < 8 * message.length:

@@ -15,6 +15,7 @@ reconcile exactly (see its docstring).
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import cantools.database
 from edge.dbcload import load_dbc_files
 from edge.integrity import IntegritySpec, integrity_specs
 from edge.mapping import SampleValueError, SignalMapping, default_mapping_path, load_mapping
-from roadwave.contract import INTEGRITY, RANGE, STALE, Record, Value
+from roadwave.contract import INTEGRITY, MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, RANGE, STALE, Record, Value
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,10 +36,14 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_FACTOR = 3.0
 #: Intervals observed before a cycle time is learned for a message the DBC gives none.
 LEARN_INTERVALS = 8
+#: Longest DBC cycle time taken as one (a day); longer ones are learned from the traffic instead.
+MAX_CYCLE_MS = 86_400_000
 #: Counter jumps in a row after which a message's frames are treated as failing.
 MAX_COUNTER_JUMPS = 3
 #: How often (frame time) timeouts are looked for when no timeout is shorter.
 DEFAULT_CHECK_INTERVAL_NS = 100_000_000
+#: Frame times a bus decoder accepts by default: what fits signed 64-bit nanoseconds.
+DEFAULT_TIME_RANGE_NS = (0, 2**63)
 
 Emit = Callable[[Record], None]
 
@@ -51,7 +56,8 @@ class DecodeStats:
                            + frames_malformed + frames_ignored
         samples_decoded + samples_stale == samples_emitted + samples_throttled + samples_invalid
 
-    Error and remote frames are ``ignored``. Frames that fail their checksum or
+    Error and remote frames are ``ignored``; frames whose timestamp is not finite or
+    outside the decoder's time range are ``malformed``. Frames that fail their checksum or
     counter check are decoded, but counted as ``integrity_failed`` and their
     samples flagged. ``samples_flagged`` counts emitted samples that are not good;
     ``samples_invalid`` those due for publication whose value does not fit the VSS
@@ -112,9 +118,22 @@ class DecodedFrame(NamedTuple):
         labels = {}
         for name, value in self.values.items():
             choices = self.message.get_signal_by_name(name).choices
-            if choices and int(value) == value and int(value) in choices:
+            if choices and math.isfinite(value) and int(value) == value and int(value) in choices:
                 labels[name] = str(choices[int(value)])
         return labels
+
+
+def _timeout_ns(message: cantools.database.can.Message, factor: float) -> int | None:
+    """``factor`` times the DBC cycle time; None (learn it) when the DBC gives none or an absurd one."""
+    cycle_ms = message.cycle_time
+    if not cycle_ms:
+        return None
+    if not 0 < cycle_ms <= MAX_CYCLE_MS:
+        LOGGER.warning(
+            "%s: cycle time %s ms is not usable; learning it from the traffic", message.name, cycle_ms
+        )
+        return None
+    return round(cycle_ms * factor * 1e6)
 
 
 class _MessageState:
@@ -133,8 +152,7 @@ class _MessageState:
         self.last_counter: int | None = None
         self.counter_jumps = 0
         self.last_t_ns: int | None = None
-        cycle = message.cycle_time
-        self.timeout_ns: int | None = round(cycle * factor * 1e6) if cycle else None
+        self.timeout_ns: int | None = _timeout_ns(message, factor)
         self.intervals: list[int] = []
         self.stale = False
 
@@ -142,6 +160,14 @@ class _MessageState:
 def frame_time_ns(frame: can.Message) -> int:
     """The frame's timestamp in nanoseconds, kept at microsecond resolution."""
     return round(frame.timestamp * 1_000_000) * 1000
+
+
+def _usable_time_ns(frame: can.Message, time_range_ns: tuple[int, int]) -> int | None:
+    """The frame's time in nanoseconds if it is finite and within ``time_range_ns``, else None."""
+    if not abs(frame.timestamp) < 1e12:  # also NaN and infinities; keeps the conversion exact
+        return None
+    t_ns = frame_time_ns(frame)
+    return t_ns if time_range_ns[0] <= t_ns < time_range_ns[1] else None
 
 
 class BusDecoder:
@@ -154,9 +180,11 @@ class BusDecoder:
         *,
         integrity: Mapping[str, IntegritySpec] | None = None,
         timeout_factor: float = DEFAULT_TIMEOUT_FACTOR,
+        time_range_ns: tuple[int, int] = DEFAULT_TIME_RANGE_NS,
     ) -> None:
         self.bus = bus
         self.stats = DecodeStats()
+        self.time_range_ns = time_range_ns
         self._timeout_factor = timeout_factor
         specs = integrity_specs(db) if integrity is None else integrity
         self._states: dict[tuple[int, bool], _MessageState] = {
@@ -174,6 +202,13 @@ class BusDecoder:
         if frame.is_error_frame or frame.is_remote_frame:
             stats.frames_ignored += 1
             return None
+        t_ns = _usable_time_ns(frame, self.time_range_ns)
+        if t_ns is None:
+            stats.frames_malformed += 1
+            LOGGER.debug(
+                "bus %s: 0x%X: unusable timestamp %r", self.bus, frame.arbitration_id, frame.timestamp
+            )
+            return None
         state = self._states.get((frame.arbitration_id, frame.is_extended_id))
         if state is None:
             stats.frames_unknown += 1
@@ -188,7 +223,6 @@ class BusDecoder:
             stats.frames_malformed += 1
             LOGGER.debug("bus %s: %s (0x%X) malformed: %s", self.bus, message.name, frame.arbitration_id, exc)
             return None
-        t_ns = frame_time_ns(frame)
         self._track_timing(state, t_ns)
         problem = self._check_integrity(state, frame.data, values) if state.integrity else None
         if problem is None:
@@ -213,7 +247,10 @@ class BusDecoder:
     ) -> str | None:
         spec = cast(IntegritySpec, state.integrity)
         problem = None if spec.verify(data) else "checksum mismatch"
-        counter = int(values[spec.counter_signal])
+        value = values[spec.counter_signal]
+        if not math.isfinite(value):  # a DBC whose counter scaling overflows
+            return problem or f"counter value {value} is not finite"
+        counter = int(value)
         last = state.last_counter
         state.last_counter = counter
         if last is None:
@@ -285,7 +322,10 @@ class _SampleGate:
 
 
 class FrameDecoder:
-    """Turns one bus's frames into VSS records (see the module docstring)."""
+    """Turns one bus's frames into VSS records (see the module docstring).
+
+    Frames timed outside years 2000-2099, which no record may carry, count as malformed.
+    """
 
     def __init__(
         self,
@@ -294,6 +334,7 @@ class FrameDecoder:
         mappings: Iterable[SignalMapping],
         **bus_options: Any,
     ) -> None:
+        bus_options.setdefault("time_range_ns", (MIN_TIMESTAMP_NS, MAX_TIMESTAMP_NS))
         self.bus_decoder = BusDecoder(bus, db, **bus_options)
         self.bus = bus
         self.stats = self.bus_decoder.stats
@@ -321,7 +362,10 @@ class FrameDecoder:
                 self._emit_samples(decoded, gates, emit)
             now_ns = decoded.t_ns
         else:
-            now_ns = frame_time_ns(frame)
+            usable = _usable_time_ns(frame, bus_decoder.time_range_ns)
+            if usable is None:
+                return
+            now_ns = usable
         if now_ns >= bus_decoder.next_check_ns:
             self.expire(now_ns, emit)
 

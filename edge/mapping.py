@@ -94,15 +94,24 @@ def compile_math(expression: str, where: str) -> Callable[[float], float]:
 
 
 def _coercer(datatype: str, path: str) -> Callable[[Any], Value]:
-    """Return a function that casts a number to the VSS datatype, checking its range."""
+    """Return a function that casts a number to the VSS datatype, checking its range.
+
+    NaN and infinities (IEEE float signals, overflowing transforms) raise SampleValueError.
+    """
+
+    def finite(value: Any) -> Any:
+        if not math.isfinite(value):
+            raise SampleValueError(f"{path}: {value} is not a finite number")
+        return value
+
     if datatype == "boolean":
-        return bool
+        return lambda value: bool(finite(value))
     if datatype in FLOAT_TYPES:
-        return float
+        return lambda value: float(finite(value))
     low, high = INTEGER_RANGES[datatype]
 
     def to_integer(value: Any) -> int:
-        number = round(value)
+        number = round(finite(value))
         if not low <= number <= high:
             raise SampleValueError(f"{path}: {value} is outside {datatype} [{low}, {high}]")
         return number
@@ -162,6 +171,20 @@ def _build_transform(
     return lambda x: x * factor + offset
 
 
+def _chain(transform: Callable[[float], Any], coerce: Callable[[Any], Value], path: str) -> Transform:
+    """``coerce(transform(x))``; whatever makes it fail is a SampleValueError."""
+
+    def convert(x: float) -> Value:
+        try:
+            return coerce(transform(x))
+        except SampleValueError:
+            raise
+        except (ArithmeticError, TypeError, ValueError) as exc:  # 1 / 0, sqrt(-1), a complex power ...
+            raise SampleValueError(f"{path}: cannot convert {x}: {exc}") from None
+
+    return convert
+
+
 def _find_signal(
     db: cantools.database.can.Database, signal_name: str, message_name: str | None, where: str
 ) -> tuple[cantools.database.can.Message, cantools.database.can.Signal]:
@@ -217,7 +240,7 @@ def _parse_entry(path: str, entry: Any, db: cantools.database.can.Database, wher
         raise MappingError(f"{where}: give interval_ms or on_change, not both")
     transform = _build_transform(spec.get("transform"), signal, catalog.unit, where)
     coerce = _coercer(datatype, path)
-    convert: Transform = coerce if transform is None else (lambda x: coerce(transform(x)))
+    convert: Transform = coerce if transform is None else _chain(transform, coerce, path)
     return SignalMapping(
         vss_path=path,
         message=message.name,

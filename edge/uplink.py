@@ -179,7 +179,7 @@ class TelemetryUplink:
 
     def _update_spool_stats(self) -> None:
         spool = self._spool.stats
-        self.stats.spool_dropped = spool.dropped_full + spool.dropped_expired
+        self.stats.spool_dropped = spool.dropped_full + spool.dropped_expired + spool.dropped_tampered
         self.stats.spool_depth = len(self._spool)
 
     def drain(self, timeout_s: float) -> bool:

@@ -7,12 +7,15 @@ names the file, the key path and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+#: Longest configuration file read, in characters: real ones have a few thousand.
+MAX_CONFIG_CHARS = 1024 * 1024
 
 
 def with_overrides(settings: T, **changes: Any) -> T:
@@ -37,11 +40,16 @@ class Table:
     def load(cls, path: Path) -> Table:
         """Parse a TOML file; relative paths inside it resolve against its folder."""
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            with path.open(encoding="utf-8") as file:
+                text = file.read(MAX_CONFIG_CHARS + 1)
         except FileNotFoundError as exc:
             raise ConfigError(f"{path}: configuration file not found") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        if len(text) > MAX_CONFIG_CHARS:
+            raise ConfigError(f"{path}: longer than {MAX_CONFIG_CHARS} characters; not a configuration file")
+        try:
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         return cls(data, str(path), path.parent)
@@ -76,12 +84,24 @@ class Table:
             raise ConfigError(f"{self._key(key)} must be <= {maximum}, got {value}")
         return value
 
-    def number(self, key: str, default: Any = ..., minimum: float | None = None) -> Any:
-        """A number setting (integers accepted), optionally bounded below."""
+    def number(
+        self, key: str, default: Any = ..., minimum: float | None = None, maximum: float | None = None
+    ) -> Any:
+        """A finite number setting (integers accepted), optionally bounded."""
         value = self._get(key, (int, float), default)
-        if value is not None and minimum is not None and value < minimum:
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):  # TOML also has nan and inf
+            raise ConfigError(f"{self._key(key)} must be a finite number, got {value}")
+        if minimum is not None and number < minimum:
             raise ConfigError(f"{self._key(key)} must be >= {minimum}, got {value}")
-        return None if value is None else float(value)
+        if maximum is not None and number > maximum:
+            raise ConfigError(f"{self._key(key)} must be <= {maximum}, got {value}")
+        return number
 
     def flag(self, key: str, default: Any = ...) -> Any:
         """A boolean setting."""

@@ -14,6 +14,7 @@ from edge.agent import BusOpenError, EdgeAgent
 from edge.config import EdgeConfig
 from edge.v2x.errors import V2xError
 from roadwave.mqtt import MqttConnectError
+from roadwave.spool import SpoolError
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -54,7 +55,13 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         report = agent.run(stop, drain_timeout_s=args.drain_timeout)
-    except (MqttConnectError, BusOpenError, V2xError, OSError) as exc:  # V2X: the multicast socket
+    except (
+        MqttConnectError,
+        BusOpenError,
+        V2xError,
+        SpoolError,
+        OSError,
+    ) as exc:  # V2X: the multicast socket
         print(f"roadwave edge: {exc}", file=sys.stderr)
         return 3
     print(json.dumps(report.as_dict()), flush=True)

@@ -180,9 +180,13 @@ def check_value(path: str, value: Any) -> Value:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ContractError(f"{path} is {datatype}, got {value!r}")
     if datatype in FLOAT_TYPES:
-        if not math.isfinite(value):
+        try:
+            number = float(value)  # JSON may carry 12 for 12.0; storage types must not depend on it
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
             raise ContractError(f"{path} must be finite, got {value!r}")
-        return float(value)  # JSON may carry 12 for 12.0; storage types must not depend on it
+        return number
     if not isinstance(value, int):
         raise ContractError(f"{path} is {datatype}, got non-integer {value!r}")
     low, high = INTEGER_RANGES[datatype]
@@ -330,6 +334,13 @@ def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
+def _timestamp(document: dict[str, Any], key: str, where: str) -> int:
+    t_ns: int = _field(document, key, int, where)
+    if not MIN_TIMESTAMP_NS <= t_ns < MAX_TIMESTAMP_NS:
+        raise PayloadError(f"{where}: timestamp {t_ns} ns is outside years 2000-2099")
+    return t_ns
+
+
 @functools.cache
 def _valid_bus(bus: str) -> bool:
     return BUS_PATTERN.fullmatch(bus) is not None
@@ -380,9 +391,7 @@ def _decode_record(item: Any, index: int, version: int) -> Record:
     where = f"record {index}"
     if not isinstance(item, dict):
         raise PayloadError(f"{where} is not an object")
-    t_ns = _field(item, "t", int, where)
-    if not MIN_TIMESTAMP_NS <= t_ns < MAX_TIMESTAMP_NS:
-        raise PayloadError(f"{where}: timestamp {t_ns} ns is outside years 2000-2099")
+    t_ns = _timestamp(item, "t", where)
     bus = _field(item, "bus", str, where)
     if not BUS_PATTERN.fullmatch(bus):
         raise PayloadError(f"{where}: invalid bus name {bus!r}")
@@ -418,7 +427,9 @@ def open_vehicle_payload(
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
         document = json.loads(_inflate(payload, max_bytes), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except PayloadError:
+        raise
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of more than 4300 digits
         raise PayloadError(f"payload is not UTF-8 JSON: {exc}") from exc
     except RecursionError as exc:
         raise PayloadError("payload nests too deeply") from exc
@@ -457,6 +468,8 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
 # --- agent health -----------------------------------------------------------------
 
 COUNTER_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Largest agent uptime accepted in a health report (2**32 s: 136 years).
+MAX_UPTIME_S: Final = 2**32
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,11 +524,14 @@ def decode_health(topic: str, payload: bytes) -> AgentHealth:
     buses = _field(document, "buses", dict, "health")
     if len(buses) > 32 or not all(isinstance(b, str) and BUS_PATTERN.fullmatch(b) for b in buses):
         raise PayloadError("health: at most 32 buses with valid names")
+    uptime_s = _field(document, "uptime_s", (int, float), "health")
+    if not 0 <= uptime_s < MAX_UPTIME_S:  # also refuses infinity and integers too large for a float
+        raise PayloadError(f"health: uptime_s {uptime_s!r} is outside [0, {MAX_UPTIME_S})")
     return AgentHealth(
         vin=vin,
         fleet=fleet,
-        t_ns=_field(document, "t", int, "health"),
-        uptime_s=float(_field(document, "uptime_s", (int, float), "health")),
+        t_ns=_timestamp(document, "t", "health"),
+        uptime_s=float(uptime_s),
         buses={name: _counters(counters, f"health bus {name}") for name, counters in buses.items()},
         uplink=_counters(_field(document, "uplink", dict, "health"), "health uplink"),
     )
@@ -564,5 +580,5 @@ def decode_status(topic: str, payload: bytes) -> AgentStatus:
         vin=document["vin"],
         fleet=document["fleet"],
         online=_field(document, "online", bool, "status"),
-        since_ns=_field(document, "since", int, "status"),
+        since_ns=_timestamp(document, "since", "status"),
     )

@@ -45,6 +45,8 @@ EVENT_SCHEMA_VERSION = 1
 ONGOING, ENDED = "ongoing", "ended"
 STATES = (ONGOING, ENDED)
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Most peaks an event may report (each becomes a field of its point).
+MAX_PEAKS = 32
 
 Snapshot = dict[str, dict[str, list[Any]]]
 
@@ -127,7 +129,11 @@ class Event:
         if document.get("id", expected_id) != expected_id:
             raise EventFormatError(f"'id' {document['id']!r} does not match type and start ({expected_id!r})")
         peak = _get(document, "peak", dict)
+        if len(peak) > MAX_PEAKS:
+            raise EventFormatError(f"'peak' has {len(peak)} measures, more than {MAX_PEAKS}")
         for name, value in peak.items():
+            if not KIND_PATTERN.fullmatch(name):
+                raise EventFormatError(f"peak name {name!r} is not a measure name (a-z, 0-9, _)")
             if not _finite(value):
                 raise EventFormatError(f"peak {name!r} must be a finite number, got {value!r}")
         snapshot = _snapshot(_get(document, "snapshot", dict))
@@ -144,7 +150,12 @@ def _get(document: dict[str, Any], key: str, kind: type) -> Any:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _timestamp(document: dict[str, Any], key: str) -> int:
