@@ -61,11 +61,6 @@ class Analysis:
         self._ticked_ns = 0
         self.events_detected = 0
 
-    @property
-    def v2x(self) -> V2xStack | None:
-        """The V2X stack, if configured."""
-        return self._v2x
-
     def on_record(self, record: Record) -> None:
         """Feed one decoded record to the engines and the stack."""
         with self._lock:
