@@ -54,7 +54,7 @@ from roadwave.contract import (
     shared_subscription,
 )
 from roadwave.contract.events import EVENTS, EVENTS_SUBSCRIPTION, decode_event
-from roadwave.spool import DiskQueue, SpoolFull
+from roadwave.spool import MAX_SIZE_MB, DiskQueue, SpoolFull
 
 LOGGER = logging.getLogger(__name__)
 
@@ -127,7 +127,10 @@ class IngestConfig:
             partition=parse_partition(ingest_table.text("partition", None), path),
             buffer_dir=ingest_table.path("buffer_dir", str(base.buffer_dir)),
             buffer_max_bytes=int(
-                ingest_table.number("buffer_max_mb", base.buffer_max_bytes / 2**20, minimum=1.0) * 2**20
+                ingest_table.number(
+                    "buffer_max_mb", base.buffer_max_bytes / 2**20, minimum=1.0, maximum=MAX_SIZE_MB
+                )
+                * 2**20
             ),
             metrics_host=ingest_table.text("metrics_host", base.metrics_host),
             metrics_port=ingest_table.integer("metrics_port", None, minimum=0, maximum=65535),

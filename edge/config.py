@@ -62,7 +62,7 @@ from edge.v2x.config import V2xSettings
 from roadwave.configfile import ConfigError, Table
 from roadwave.contract import BUS_PATTERN, ContractError, check_fleet, check_vin
 from roadwave.mqtt import MqttSettings
-from roadwave.spool import SpoolKeyError, load_spool_key
+from roadwave.spool import MAX_SIZE_MB, SpoolKeyError, load_spool_key
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,7 @@ class BatchSettings:
 
 
 COMPRESSIONS = ("zlib", "none")
-#: Upper bounds of the spool's size (1 TiB) and age (10 years): larger values are typos.
-MAX_SPOOL_MB = 2.0**20
+#: Upper bound of the spool's age (10 years): larger values are typos.
 MAX_SPOOL_AGE_H = 10 * 8766.0
 
 
@@ -98,7 +97,7 @@ class UplinkSettings:
     @classmethod
     def read(cls, table: Table, default_spool: Path) -> UplinkSettings:
         """Read an ``[uplink]`` table."""
-        max_mb = table.number("spool_max_mb", cls.spool_max_bytes / 2**20, minimum=8.0, maximum=MAX_SPOOL_MB)
+        max_mb = table.number("spool_max_mb", cls.spool_max_bytes / 2**20, minimum=8.0, maximum=MAX_SIZE_MB)
         max_age_h = table.number(
             "spool_max_age_h", cls.spool_max_age_s / 3600, minimum=0.01, maximum=MAX_SPOOL_AGE_H
         )

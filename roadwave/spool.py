@@ -68,6 +68,10 @@ _KEY_CHECK_DATA: Final = b"roadwave spool key check v1"
 _HEX_KEY: Final = re.compile(rb"[0-9A-Fa-f]{%d}" % (2 * KEY_BYTES))
 
 
+#: Largest bound a spool may be given (1 TiB): a larger value in a configuration is a typo.
+MAX_SIZE_MB = 2.0**20
+
+
 class SpoolError(RuntimeError):
     """The spool file cannot be opened or is damaged."""
 

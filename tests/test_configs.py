@@ -184,6 +184,7 @@ def test_ingest_config_loads(tmp_path) -> None:
         ("batch_lines = 2000", 'partition = "2/2"', 'partition must look like "0/2"'),
         ("batch_lines = 2000", 'share_group = "a/b"', "share_group 'a/b'"),
         ("batch_lines = 2000", "buffer_max_mb = 0.5", "buffer_max_mb must be >= 1"),
+        ("batch_lines = 2000", "buffer_max_mb = 1e308", "buffer_max_mb must be <= 1048576"),
     ],
 )
 def test_invalid_ingest_configs(tmp_path, old: str, new: str, message: str) -> None:
