@@ -27,6 +27,30 @@ class ConfigError(ValueError):
     """A configuration file or setting is invalid; the message says where and why."""
 
 
+def read_overrides(table: Table, settings: T, integers: tuple[int, int]) -> T:
+    """A copy of dataclass ``settings`` with the fields ``table`` sets, checked by type.
+
+    Booleans are flags, integers must lie within ``integers``, other fields are numbers
+    >= 0; unknown keys, and values the dataclass refuses (a ValueError from its
+    ``__post_init__``), are ConfigErrors naming the table.
+    """
+    low, high = integers
+    changes: dict[str, Any] = {}
+    for item in dataclasses.fields(settings):  # type: ignore[arg-type]
+        current = getattr(settings, item.name)
+        if isinstance(current, bool):
+            changes[item.name] = table.flag(item.name, current)
+        elif isinstance(current, int):
+            changes[item.name] = table.integer(item.name, current, minimum=low, maximum=high)
+        else:
+            changes[item.name] = table.number(item.name, current, minimum=0.0)
+    table.finish()
+    try:
+        return dataclasses.replace(settings, **changes)  # type: ignore[type-var]
+    except ValueError as exc:
+        raise table.error(str(exc)) from None
+
+
 class Table:
     """A TOML table being read: typed getters that remember which keys were used."""
 

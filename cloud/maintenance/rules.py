@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
-from roadwave.configfile import Table
+from roadwave.configfile import Table, read_overrides
 from roadwave.contract import ContractError, TelemetryBatch, Value, check_value, check_vin
 from roadwave.contract.alerts import SEVERITIES, is_finite_number, is_timestamp
 
@@ -337,23 +337,6 @@ RULE_KINDS = tuple(
 )
 
 
-def _read_rule(table: Table, settings: RuleSettings) -> RuleSettings:
-    changes: dict[str, Any] = {}
-    for item in fields(settings):
-        current = getattr(settings, item.name)
-        if isinstance(current, bool):
-            changes[item.name] = table.flag(item.name, current)
-        elif isinstance(current, int):  # the only integer settings are severities
-            changes[item.name] = table.integer(item.name, current, minimum=1, maximum=3)
-        else:
-            changes[item.name] = table.number(item.name, current, minimum=0.0)
-    table.finish()
-    try:
-        return replace(settings, **changes)
-    except RuleConfigError as exc:
-        raise table.error(str(exc)) from None
-
-
 def parse_maintenance_config(table: Table) -> MaintenanceConfig:
     """Read a ``[maintenance]`` table (pass ``root.table("maintenance")``; absent reads as defaults).
 
@@ -363,7 +346,10 @@ def parse_maintenance_config(table: Table) -> MaintenanceConfig:
     base = MaintenanceConfig()
     notify_interval_s = table.number("notify_interval_s", base.notify_interval_s, minimum=0.0)
     max_gap_s = table.number("max_gap_s", base.max_gap_s, minimum=0.0)
-    rules: dict[str, Any] = {kind: _read_rule(table.table(kind), getattr(base, kind)) for kind in RULE_KINDS}
+    rules: dict[str, Any] = {
+        kind: read_overrides(table.table(kind), getattr(base, kind), (min(SEVERITIES), max(SEVERITIES)))
+        for kind in RULE_KINDS
+    }
     table.finish()
     try:
         return replace(base, notify_interval_s=notify_interval_s, max_gap_s=max_gap_s, **rules)

@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
-from roadwave.configfile import Table
+from roadwave.configfile import Table, read_overrides
 
 #: Standard gravity (m/s^2), to turn the g figures of the sources into m/s^2.
 GRAVITY = 9.80665
@@ -301,23 +301,6 @@ DETECTOR_KINDS = tuple(
 )
 
 
-def _read_detector(table: Table, settings: DetectorSettings) -> DetectorSettings:
-    changes: dict[str, Any] = {}
-    for item in fields(settings):
-        current = getattr(settings, item.name)
-        if isinstance(current, bool):
-            changes[item.name] = table.flag(item.name, current)
-        elif isinstance(current, int):
-            changes[item.name] = table.integer(item.name, current, minimum=1, maximum=3)
-        else:
-            changes[item.name] = table.number(item.name, current, minimum=0.0)
-    table.finish()
-    try:
-        return replace(settings, **changes)
-    except ValueError as exc:
-        raise table.error(str(exc)) from None
-
-
 def parse_events_config(table: Table) -> EventsConfig:
     """Read an ``[events]`` table (pass ``root.table("events")``; absent reads as defaults).
 
@@ -328,7 +311,8 @@ def parse_events_config(table: Table) -> EventsConfig:
     pre_s = table.number("pre_s", base.pre_s, minimum=0.0)
     post_s = table.number("post_s", base.post_s, minimum=0.0)
     detectors: dict[str, Any] = {
-        kind: _read_detector(table.table(kind), getattr(base, kind)) for kind in DETECTOR_KINDS
+        kind: read_overrides(table.table(kind), getattr(base, kind), (min(SEVERITIES), max(SEVERITIES)))
+        for kind in DETECTOR_KINDS
     }
     table.finish()
     try:
