@@ -109,16 +109,16 @@ def test_unknown_keys_are_ignored_for_forward_compatibility() -> None:
     ("mutate", "message"),
     [
         (lambda d: d.update(v=3), "unsupported telemetry schema version 3"),
-        (lambda d: d["records"][0].update(q=[]), "'q' has the wrong type"),
+        (lambda d: d["records"][0].update(q=[]), "'q' must be dict"),
         (lambda d: d["records"][0].update(q={"Vehicle.Speed": "bad"}), "quality 'bad' of Vehicle.Speed"),
         (lambda d: d["records"][0].update(q={"Vehicle.TraveledDistance": "stale"}), "which has no sample"),
         (lambda d: d.pop("vin"), "missing 'vin'"),
         (lambda d: d.update(vin="RWDEM000000000002"), "was published on"),
         (lambda d: d.update(seq=-1), "negative seq"),
-        (lambda d: d.update(seq=True), "'seq' has the wrong type"),
-        (lambda d: d.update(records={}), "'records' has the wrong type"),
+        (lambda d: d.update(seq=True), "'seq' must be int"),
+        (lambda d: d.update(records={}), "'records' must be list"),
         (lambda d: d["records"][0].update(t=12), "outside years 2000-2099"),
-        (lambda d: d["records"][0].update(t=1.5e18), "'t' has the wrong type"),
+        (lambda d: d["records"][0].update(t=1.5e18), "'t' must be int"),
         (lambda d: d["records"][0].update(bus="a b"), "invalid bus name"),
         (lambda d: d["records"][0].update(s={}), "no samples"),
         (lambda d: d["records"][0]["s"].update({"Vehicle.Nope": 1.0}), "unknown VSS path"),
@@ -240,7 +240,7 @@ def test_status_round_trips_and_is_checked() -> None:
     topic = vehicle_topic("demo", VIN, STATUS)
     status = AgentStatus(VIN, "demo", True, T0)
     assert decode_status(topic, encode_status(status)) == status
-    with pytest.raises(PayloadError, match="'online' has the wrong type"):
+    with pytest.raises(PayloadError, match="'online' must be bool"):
         decode_status(
             topic, json.dumps({"v": 1, "vin": VIN, "fleet": "demo", "online": 1, "since": T0}).encode()
         )

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cloud.maintenance.rules import SECOND_NS, Finding, Normal, Observation
-from roadwave.contract import ContractError, check_fleet
+from roadwave.contract import ContractError, check_fleet, is_finite_number
 from roadwave.contract.alerts import (
     ACKNOWLEDGED,
     ACTIVE,
@@ -45,7 +45,6 @@ from roadwave.contract.alerts import (
     AlertFormatError,
     check_actor,
     check_timestamp,
-    is_finite_number,
 )
 
 #: What happened to an alert: its transitions (acknowledged and cleared are also states).

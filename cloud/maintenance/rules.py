@@ -38,8 +38,16 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from roadwave.configfile import Table, read_overrides
-from roadwave.contract import ContractError, TelemetryBatch, Value, check_value, check_vin
-from roadwave.contract.alerts import SEVERITIES, is_finite_number, is_timestamp
+from roadwave.contract import (
+    ContractError,
+    TelemetryBatch,
+    Value,
+    check_value,
+    check_vin,
+    is_finite_number,
+    is_timestamp,
+)
+from roadwave.contract.alerts import SEVERITIES
 
 SECOND_NS = 1_000_000_000
 

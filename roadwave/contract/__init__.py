@@ -325,19 +325,55 @@ def _reject_constant(name: str) -> None:
     raise PayloadError(f"{name} is not allowed in a roadwave payload")
 
 
-def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+def is_finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
+
+
+def is_timestamp(value: Any) -> bool:
+    """True for integer nanoseconds since the epoch within the contract's years 2000-2099."""
+    return type(value) is int and MIN_TIMESTAMP_NS <= value < MAX_TIMESTAMP_NS
+
+
+def read_field(
+    document: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    *,
+    where: str = "",
+    error: type[PayloadError] = PayloadError,
+    nullable: bool = False,
+) -> Any:
+    """``document[key]`` if present and of ``kind`` (a bool is no number), else raise ``error``.
+
+    The message names ``where`` (if given) and the key, so a sender can find its mistake.
+    """
+    prefix = f"{where}: " if where else ""
     if key not in document:
-        raise PayloadError(f"{where}: missing {key!r}")
+        raise error(f"{prefix}missing {key!r}")
     value = document[key]
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        raise PayloadError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+    if value is None and nullable:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        expected = " or ".join(k.__name__ for k in kinds) + (" or null" if nullable else "")
+        raise error(f"{prefix}{key!r} must be {expected}, got {type(value).__name__}")
     return value
 
 
-def _timestamp(document: dict[str, Any], key: str, where: str) -> int:
-    t_ns: int = _field(document, key, int, where)
-    if not MIN_TIMESTAMP_NS <= t_ns < MAX_TIMESTAMP_NS:
-        raise PayloadError(f"{where}: timestamp {t_ns} ns is outside years 2000-2099")
+def read_timestamp(
+    document: dict[str, Any], key: str, *, where: str = "", error: type[PayloadError] = PayloadError
+) -> int:
+    """``document[key]`` as integer nanoseconds within years 2000-2099, else raise ``error``."""
+    t_ns: int = read_field(document, key, int, where=where, error=error)
+    if not is_timestamp(t_ns):
+        prefix = f"{where}: " if where else ""
+        raise error(f"{prefix}{key!r}: {t_ns} ns is outside years 2000-2099")
     return t_ns
 
 
@@ -391,11 +427,11 @@ def _decode_record(item: Any, index: int, version: int) -> Record:
     where = f"record {index}"
     if not isinstance(item, dict):
         raise PayloadError(f"{where} is not an object")
-    t_ns = _timestamp(item, "t", where)
-    bus = _field(item, "bus", str, where)
+    t_ns = read_timestamp(item, "t", where=where)
+    bus = read_field(item, "bus", str, where=where)
     if not BUS_PATTERN.fullmatch(bus):
         raise PayloadError(f"{where}: invalid bus name {bus!r}")
-    signals = _field(item, "s", dict, where)
+    signals = read_field(item, "s", dict, where=where)
     if not signals:
         raise PayloadError(f"{where}: no samples")
     try:
@@ -404,7 +440,7 @@ def _decode_record(item: Any, index: int, version: int) -> Record:
         raise PayloadError(f"{where}: {exc}") from exc
     quality = item.get("q", {}) if version >= 2 else {}
     if not isinstance(quality, dict):
-        raise PayloadError(f"{where}: 'q' has the wrong type ({type(quality).__name__})")
+        raise PayloadError(f"{where}: 'q' must be dict, got {type(quality).__name__}")
     for path, code in quality.items():
         if path not in checked:
             raise PayloadError(f"{where}: quality given for {path!r}, which has no sample")
@@ -435,12 +471,12 @@ def open_vehicle_payload(
         raise PayloadError("payload nests too deeply") from exc
     if not isinstance(document, dict):
         raise PayloadError("payload is not a JSON object")
-    version = _field(document, "v", int, "payload")
+    version = read_field(document, "v", int, where="payload")
     if version not in versions:
         known = ", ".join(map(str, sorted(versions)))
         raise PayloadError(f"unsupported {kind} schema version {version}; this side understands {known}")
-    vin = _field(document, "vin", str, "payload")
-    fleet = _field(document, "fleet", str, "payload")
+    vin = read_field(document, "vin", str, where="payload")
+    fleet = read_field(document, "fleet", str, where="payload")
     if (fleet, vin) != (address.fleet, address.vin):
         raise PayloadError(f"payload names fleet {fleet!r} VIN {vin!r} but was published on {topic!r}")
     return document, version
@@ -455,10 +491,10 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryBatch:
     """
     document, version = open_vehicle_payload(topic, payload, TELEMETRY, MAX_PAYLOAD_BYTES, ACCEPTED_VERSIONS)
     vin, fleet = document["vin"], document["fleet"]
-    seq = _field(document, "seq", int, "payload")
+    seq = read_field(document, "seq", int, where="payload")
     if seq < 0:
         raise PayloadError(f"payload: negative seq {seq}")
-    items = _field(document, "records", list, "payload")
+    items = read_field(document, "records", list, where="payload")
     if len(items) > MAX_RECORDS:
         raise PayloadError(f"payload has {len(items)} records, more than {MAX_RECORDS}")
     records = [_decode_record(item, index, version) for index, item in enumerate(items)]
@@ -521,19 +557,19 @@ def decode_health(topic: str, payload: bytes) -> AgentHealth:
     """
     document, _ = open_vehicle_payload(topic, payload, HEALTH, MAX_HEALTH_BYTES, frozenset({HEALTH_VERSION}))
     vin, fleet = document["vin"], document["fleet"]
-    buses = _field(document, "buses", dict, "health")
+    buses = read_field(document, "buses", dict, where="health")
     if len(buses) > 32 or not all(isinstance(b, str) and BUS_PATTERN.fullmatch(b) for b in buses):
         raise PayloadError("health: at most 32 buses with valid names")
-    uptime_s = _field(document, "uptime_s", (int, float), "health")
+    uptime_s = read_field(document, "uptime_s", (int, float), where="health")
     if not 0 <= uptime_s < MAX_UPTIME_S:  # also refuses infinity and integers too large for a float
         raise PayloadError(f"health: uptime_s {uptime_s!r} is outside [0, {MAX_UPTIME_S})")
     return AgentHealth(
         vin=vin,
         fleet=fleet,
-        t_ns=_timestamp(document, "t", "health"),
+        t_ns=read_timestamp(document, "t", where="health"),
         uptime_s=float(uptime_s),
         buses={name: _counters(counters, f"health bus {name}") for name, counters in buses.items()},
-        uplink=_counters(_field(document, "uplink", dict, "health"), "health uplink"),
+        uplink=_counters(read_field(document, "uplink", dict, where="health"), "health uplink"),
     )
 
 
@@ -579,6 +615,6 @@ def decode_status(topic: str, payload: bytes) -> AgentStatus:
     return AgentStatus(
         vin=document["vin"],
         fleet=document["fleet"],
-        online=_field(document, "online", bool, "status"),
-        since_ns=_timestamp(document, "since", "status"),
+        online=read_field(document, "online", bool, where="status"),
+        since_ns=read_timestamp(document, "since", where="status"),
     )

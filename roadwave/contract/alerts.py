@@ -27,14 +27,11 @@ Readers ignore keys they do not know, so additions they may ignore stay version 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 from roadwave.contract import (
-    MAX_TIMESTAMP_NS,
-    MIN_TIMESTAMP_NS,
     TOPIC_ROOT,
     TOPIC_VERSION,
     ContractError,
@@ -43,6 +40,9 @@ from roadwave.contract import (
     _reject_constant,
     check_fleet,
     check_vin,
+    is_finite_number,
+    is_timestamp,
+    read_field,
 )
 from roadwave.pki import PARTNER, PkiError, check_identity
 
@@ -76,21 +76,6 @@ ACK_SUBSCRIPTION: Final = f"{PARTNER_ROOT}/+/{PARTNER_ACK}"
 
 class AlertFormatError(PayloadError):
     """An alert (document or value) that does not follow the alert schema; the message says where."""
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int or float (not a bool) that is finite."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer beyond any float
-        return False
-
-
-def is_timestamp(value: Any) -> bool:
-    """True for integer nanoseconds since the epoch within the contract's years 2000-2099."""
-    return type(value) is int and MIN_TIMESTAMP_NS <= value < MAX_TIMESTAMP_NS
 
 
 def check_timestamp(name: str, value: Any) -> int:
@@ -264,16 +249,7 @@ class Alert:
 
 
 def _get(document: dict[str, Any], key: str, kind: type, nullable: bool = False) -> Any:
-    if key not in document:
-        raise AlertFormatError(f"missing {key!r}")
-    value = document[key]
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise AlertFormatError(
-            f"{key!r} must be {kind.__name__}{' or null' if nullable else ''}, got {value!r}"
-        )
-    return value
+    return read_field(document, key, kind, error=AlertFormatError, nullable=nullable)
 
 
 # --- partner topics -----------------------------------------------------------------------

@@ -14,15 +14,12 @@ the ``ongoing`` one, since a point's identity is its event's start time.
 from __future__ import annotations
 
 import json
-import math
 import re
 import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
 from roadwave.contract import (
-    MAX_TIMESTAMP_NS,
-    MIN_TIMESTAMP_NS,
     QUALITIES,
     TOPIC_ROOT,
     TOPIC_VERSION,
@@ -30,7 +27,11 @@ from roadwave.contract import (
     ContractError,
     PayloadError,
     check_value,
+    is_finite_number,
+    is_timestamp,
     open_vehicle_payload,
+    read_field,
+    read_timestamp,
     vehicle_topic,
 )
 
@@ -134,35 +135,18 @@ class Event:
         for name, value in peak.items():
             if not KIND_PATTERN.fullmatch(name):
                 raise EventFormatError(f"peak name {name!r} is not a measure name (a-z, 0-9, _)")
-            if not _finite(value):
+            if not is_finite_number(value):
                 raise EventFormatError(f"peak {name!r} must be a finite number, got {value!r}")
         snapshot = _snapshot(_get(document, "snapshot", dict))
         return cls(kind, state, severity, start, detected, end, dict(peak), _position(document), snapshot)
 
 
 def _get(document: dict[str, Any], key: str, kind: type) -> Any:
-    if key not in document:
-        raise EventFormatError(f"missing {key!r}")
-    value = document[key]
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise EventFormatError(f"{key!r} must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _finite(value: Any) -> bool:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer beyond any float
-        return False
+    return read_field(document, key, kind, error=EventFormatError)
 
 
 def _timestamp(document: dict[str, Any], key: str) -> int:
-    value: int = _get(document, key, int)
-    if not MIN_TIMESTAMP_NS <= value < MAX_TIMESTAMP_NS:
-        raise EventFormatError(f"{key!r}: {value} ns is outside years 2000-2099")
-    return value
+    return read_timestamp(document, key, error=EventFormatError)
 
 
 def _position(document: dict[str, Any]) -> tuple[float, float] | None:
@@ -172,7 +156,7 @@ def _position(document: dict[str, Any]) -> tuple[float, float] | None:
     if not isinstance(position, dict) or set(position) != {"lat", "lon"}:
         raise EventFormatError("'position' must be null or an object with exactly 'lat' and 'lon'")
     lat, lon = position["lat"], position["lon"]
-    if not (_finite(lat) and _finite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+    if not (is_finite_number(lat) and is_finite_number(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
         raise EventFormatError(f"'position' {lat!r}, {lon!r} is not a latitude and longitude in degrees")
     return float(lat), float(lon)
 
@@ -188,10 +172,7 @@ def _snapshot(snapshot: dict[str, Any]) -> Snapshot:
             raise EventFormatError(f"{where}: needs columns 't' and 'v' (and optionally 'q')")
         if not all(isinstance(c, list) and len(c) == len(columns["t"]) for c in columns.values()):
             raise EventFormatError(f"{where}: columns must be lists of equal length")
-        if not all(
-            isinstance(t, int) and not isinstance(t, bool) and MIN_TIMESTAMP_NS <= t < MAX_TIMESTAMP_NS
-            for t in columns["t"]
-        ):
+        if not all(is_timestamp(t) for t in columns["t"]):
             raise EventFormatError(f"{where}: 't' must hold integer nanoseconds within years 2000-2099")
         try:
             values = [check_value(path, value) for value in columns["v"]]
