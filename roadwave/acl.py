@@ -28,13 +28,13 @@ from typing import Final
 
 from roadwave.contract import HEALTH, STATUS, TELEMETRY, TOPIC_ROOT, TOPIC_VERSION
 from roadwave.contract.alerts import ACK_SUBSCRIPTION, ALL_ALERTS_FILTER, ack_topic, partner_alerts_filter
+from roadwave.contract.diagnostics import DIAGNOSTICS
 from roadwave.contract.events import EVENTS
 from roadwave.contract.v2x import TILE, UPLOAD, V2X_ROOT, WARNING
 from roadwave.pki import write_file_atomically
 from roadwave.registry import ALERTS, INGEST, RELAY, FleetRegistry, Partner, Service, Vehicle
 
 # Topic parts the contract does not define yet (issue 6 decided them).
-DIAGNOSTICS: Final = "diagnostics"
 COMMAND: Final = "command"
 
 READ: Final = "read"
