@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zlib
 
 import pytest
@@ -27,8 +28,18 @@ from roadwave.contract import (
     telemetry_topic,
     vehicle_topic,
 )
+from roadwave.contract.diagnostics import (
+    MAX_DIAGNOSTICS_BYTES,
+    DiagnosticsReport,
+    PidReading,
+    ReportedDtc,
+    decode_diagnostics,
+    diagnostics_topic,
+    encode_diagnostics,
+)
 
 VIN = "RWDEM000000000001"
+FLEET = "demo"
 TOPIC = telemetry_topic("demo", VIN)
 T0 = 1_763_700_000_120_000_000
 
@@ -252,3 +263,62 @@ def test_shared_subscriptions_name_a_valid_group() -> None:
     assert shared_subscription("ingest", TELEMETRY_SUBSCRIPTION) == f"$share/ingest/{TELEMETRY_SUBSCRIPTION}"
     with pytest.raises(ValueError, match="invalid subscription group 'a/b'"):
         shared_subscription("a/b", TELEMETRY_SUBSCRIPTION)
+
+
+# --- diagnostic reports ----------------------------------------------------------------------
+
+DIAGNOSTIC_REPORT = DiagnosticsReport(
+    t_ns=T0,
+    trigger="periodic",
+    mil_on=True,
+    dtcs_complete=True,
+    readings=(PidReading("7E8", 0x0C, "engine_speed", 812.5, "rpm"),),
+    dtcs=(
+        ReportedDtc("7E8", "P0301", ("pending", "confirmed"), "obd_mode_03", None, "Cylinder 1 misfire"),
+        ReportedDtc("7E9", "C0288", ("test_failed",), "uds_0x19_02", 0x1F),
+    ),
+    problems={"timeout": 2},
+)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_diagnostic_reports_round_trip(compress: bool) -> None:
+    payload = encode_diagnostics(FLEET, VIN, DIAGNOSTIC_REPORT, compress)
+    fleet, vin, report = decode_diagnostics(diagnostics_topic(FLEET, VIN), payload)
+    assert (fleet, vin, report) == (FLEET, VIN, DIAGNOSTIC_REPORT)
+    assert [(d.pending, d.confirmed) for d in report.dtcs] == [(True, True), (False, False)]
+
+
+def _diagnostics_document() -> dict:
+    return json.loads(encode_diagnostics(FLEET, VIN, DIAGNOSTIC_REPORT))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(trigger="hourly"), "'trigger' must be one of"),
+        (lambda d: d.update(mil_on="yes"), "'mil_on' must be bool or null"),
+        (lambda d: d.pop("dtcs_complete"), "missing 'dtcs_complete'"),
+        (lambda d: d["dtcs"][0].update(code="P9301"), "dtc 0: 'P9301' is not a DTC"),
+        (lambda d: d["dtcs"][1].update(status=["broken"]), "dtc 1: status must list distinct bit names"),
+        (lambda d: d["dtcs"][0].update(source="mode_09"), "dtc 0: source must be one of"),
+        (lambda d: d["dtcs"][1].update(failure_type=256), "dtc 1: failure_type 256 is not a byte"),
+        (lambda d: d["dtcs"][0].update(ecu="7e8"), "dtc 0: ecu '7e8' is not a CAN id"),
+        (lambda d: d["readings"][0].update(pid=300), "reading 0: pid 300 is not 0-255"),
+        (lambda d: d["readings"][0].update(value=True), "reading 0: 'value' must be int or float"),
+        (lambda d: d["readings"][0].update(unit="\n"), "reading 0: 'unit' must be at most 200 printable"),
+        (lambda d: d["problems"].update(timeout=-1), "problem count 'timeout'"),
+        (lambda d: d.update(t=12), "'t': 12 ns is outside years 2000-2099"),
+        (lambda d: d.update(vin="RWDEM000000000002"), "but was published on"),
+    ],
+)
+def test_invalid_diagnostic_reports_name_the_problem(mutate, message: str) -> None:
+    document = _diagnostics_document()
+    mutate(document)
+    with pytest.raises(PayloadError, match=re.escape(message)):
+        decode_diagnostics(diagnostics_topic(FLEET, VIN), json.dumps(document).encode())
+
+
+def test_oversized_diagnostic_reports_are_refused_before_parsing() -> None:
+    with pytest.raises(PayloadError, match="exceeds"):
+        decode_diagnostics(diagnostics_topic(FLEET, VIN), b"{" + b" " * MAX_DIAGNOSTICS_BYTES + b"}")

@@ -107,6 +107,16 @@ from roadwave.contract import (
     vehicle_topic,
 )
 from roadwave.contract import v2x as v2x_topics
+from roadwave.contract.diagnostics import (
+    DTC_CODE,
+    DTC_STATUS_BITS,
+    DiagnosticsReport,
+    PidReading,
+    ReportedDtc,
+    decode_diagnostics,
+    diagnostics_topic,
+    encode_diagnostics,
+)
 from roadwave.contract.events import KIND_PATTERN, Event, decode_event, encode_event, events_topic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -328,6 +338,24 @@ EVENT_SEEDS = [
 HEALTH_SEED = json.loads(
     encode_health(AgentHealth(VIN, FLEET, T0, 12.5, {"can0": {"frames_received": 10}}, {"samples_acked": 4}))
 )
+DIAGNOSTICS_SEED = json.loads(
+    encode_diagnostics(
+        FLEET,
+        VIN,
+        DiagnosticsReport(
+            t_ns=T0,
+            trigger="mil",
+            mil_on=True,
+            dtcs_complete=True,
+            readings=(PidReading("7E8", 0x05, "coolant_temperature", 92.0, "degC"),),
+            dtcs=(
+                ReportedDtc("7E8", "P0301", ("pending", "confirmed"), "obd_mode_03", None, "Misfire"),
+                ReportedDtc("7E9", "C0288", ("test_failed", "confirmed"), "uds_0x19_02", 0x1F, None),
+            ),
+            problems={"timeout": 1},
+        ),
+    )
+)
 STATUS_SEED = json.loads(encode_status(AgentStatus(VIN, FLEET, True, T0)))
 
 
@@ -441,6 +469,24 @@ def test_event_payloads_decode_to_valid_events_or_raise_payload_error(topic: str
     except PayloadError:
         return
     assert_valid_event(event)
+
+
+@budget()
+@given(topic=topics_for("diagnostics"), payload=mutated_json(DIAGNOSTICS_SEED))
+def test_diagnostic_reports_decode_to_valid_reports_or_raise_payload_error(
+    topic: str, payload: bytes
+) -> None:
+    try:
+        _fleet, _vin, report = decode_diagnostics(topic, payload)
+    except PayloadError:
+        return
+    assert MIN_TIMESTAMP_NS <= report.t_ns < MAX_TIMESTAMP_NS
+    assert all(math.isfinite(r.value) and 0 <= r.pid <= 0xFF for r in report.readings)
+    for dtc in report.dtcs:
+        assert DTC_CODE.fullmatch(dtc.code) and set(dtc.status) <= set(DTC_STATUS_BITS)
+    assert all(type(count) is int and count >= 0 for count in report.problems.values())
+    again = encode_diagnostics(FLEET, VIN, report)
+    assert decode_diagnostics(diagnostics_topic(FLEET, VIN), again)[2] == report
 
 
 UPLOAD_SEED = v2x_topics.upload_topic("car-1.a_b", "denm", "120210233")
