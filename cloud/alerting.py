@@ -1,8 +1,9 @@
-"""The alerting service: maintenance rules over the fleet's telemetry, alerts delivered to partners.
+"""The alerting service: maintenance rules over the fleet's telemetry and DTCs, alerts delivered to partners.
 
-It subscribes to every vehicle's telemetry and every partner's acknowledgements (QoS 1,
-persistent session, manual acknowledgement), feeds validated batches to the maintenance
-rules (:class:`~cloud.maintenance.MaintenanceMonitor`) and the alert lifecycle
+It subscribes to every vehicle's telemetry and diagnostic reports and every partner's
+acknowledgements (QoS 1, persistent session, manual acknowledgement), feeds validated
+batches and the trouble codes of reports to the maintenance rules
+(:class:`~cloud.maintenance.MaintenanceMonitor`) and the alert lifecycle
 (:class:`~cloud.maintenance.AlertBook`), and for every transition:
 
 1. stores it in InfluxDB (``cloud.maintenance.store``), retrying while InfluxDB is unreachable;
@@ -16,12 +17,17 @@ names the partner; the broker's ACL makes sure it is that partner). A cleared al
 state stays retained for ``cleared_retain_s``, then an empty retained message removes it.
 At start the service restores the open alerts from InfluxDB and publishes the state of
 those and of the recently cleared ones again, so that the retained messages agree with
-the store after any crash. Malformed telemetry and acknowledgements are counted and
-logged, never fatal. See docs/alerts.md.
+the store after any crash. Malformed telemetry, reports and acknowledgements are counted
+and logged, never fatal. See docs/alerts.md.
 
-Time: rules and alerts run on frame time; what happens without telemetry (clearing a
-quiet vehicle's alert, a coalesced update, removing a cleared state) runs every
-``tick_interval_s`` on the service's clock, which must roughly agree with the vehicles'.
+A diagnostic report whose trouble-code reads were not all answered (``dtcs_complete``
+false) may miss codes: its codes are raised or updated, but a code it does not list is
+not taken as gone, so no DTC alert starts to clear on it.
+
+Time: rules and alerts run on frame time (a report's time for DTCs); what happens without
+input (clearing a quiet vehicle's alert, a coalesced update, removing a cleared state)
+runs every ``tick_interval_s`` on the service's clock, which must roughly agree with the
+vehicles'.
 """
 
 from __future__ import annotations
@@ -41,13 +47,14 @@ from cloud.ingest import RETRY_DELAYS_S, read_influx_settings
 from cloud.maintenance import (
     AlertBook,
     AlertError,
+    DtcStatus,
     MaintenanceConfig,
     MaintenanceInputError,
     MaintenanceMonitor,
     Notification,
     parse_maintenance_config,
 )
-from cloud.maintenance.rules import SECOND_NS
+from cloud.maintenance.rules import SECOND_NS, Observation
 from cloud.maintenance.store import alert_lines, read_active, read_cleared
 from roadwave import mqtt
 from roadwave.configfile import Table
@@ -62,6 +69,7 @@ from roadwave.contract.alerts import (
     encode_alert,
     parse_alert_id,
 )
+from roadwave.contract.diagnostics import DIAGNOSTICS, DIAGNOSTICS_SUBSCRIPTION, decode_diagnostics
 from roadwave.registry import FleetRegistry
 
 LOGGER = logging.getLogger(__name__)
@@ -140,6 +148,10 @@ class AlertingStats:
 
     telemetry_received: int = 0
     telemetry_rejected: int = 0
+    diagnostics_received: int = 0
+    diagnostics_rejected: int = 0
+    #: Reports that may miss codes (``dtcs_complete`` false): no code was taken as gone.
+    diagnostics_incomplete: int = 0
     acks_received: int = 0
     #: Malformed, or retained (a replay, not an acknowledgement).
     acks_rejected: int = 0
@@ -169,7 +181,7 @@ class _Message:
 
 
 class AlertingService:
-    """Runs the maintenance rules over the fleet's telemetry and delivers alerts until stopped."""
+    """Runs the maintenance rules over the fleet's telemetry and DTCs and delivers alerts until stopped."""
 
     def __init__(self, config: AlertingConfig, influx: InfluxClient | None = None) -> None:
         self.config = config
@@ -214,7 +226,11 @@ class AlertingService:
             self._client = mqtt.connect(
                 self.config.mqtt,
                 self.config.client_id,
-                subscriptions=[(TELEMETRY_SUBSCRIPTION, 1), (ACK_SUBSCRIPTION, 1)],
+                subscriptions=[
+                    (TELEMETRY_SUBSCRIPTION, 1),
+                    (DIAGNOSTICS_SUBSCRIPTION, 1),
+                    (ACK_SUBSCRIPTION, 1),
+                ],
                 on_message=self._on_message,
                 persistent=True,
                 manual_ack=True,
@@ -264,17 +280,44 @@ class AlertingService:
         return self._observe(message)
 
     def _observe(self, message: _Message) -> list[Notification]:
-        self.stats.telemetry_received += 1
+        """A vehicle's telemetry batch or diagnostic report through the rules, then time to its latest."""
+        diagnostics = message.topic.endswith(f"/{DIAGNOSTICS}")
+        if diagnostics:
+            self.stats.diagnostics_received += 1
+        else:
+            self.stats.telemetry_received += 1
+        read = self._read_report if diagnostics else self._read_batch
         try:
-            batch = decode_telemetry(message.topic, message.payload)
-            notes = self.book.observe(batch.fleet, self.monitor.feed_batch(batch))
-            if batch.records:
-                notes += self.book.tick(max(record.t_ns for record in batch.records), vin=batch.vin)
+            fleet, vin, observations, latest_ns = read(message)
+            notes = self.book.observe(fleet, observations)
+            if latest_ns is not None:
+                notes += self.book.tick(latest_ns, vin=vin)
         except (PayloadError, MaintenanceInputError, AlertError) as exc:
-            self.stats.telemetry_rejected += 1
-            LOGGER.warning("rejected telemetry on %s: %s", message.topic, exc)
+            if diagnostics:
+                self.stats.diagnostics_rejected += 1
+            else:
+                self.stats.telemetry_rejected += 1
+            what = "diagnostic report" if diagnostics else "telemetry"
+            LOGGER.warning("rejected %s on %s: %s", what, message.topic, exc)
             return []
         return notes
+
+    def _read_batch(self, message: _Message) -> tuple[str, str, list[Observation], int | None]:
+        """Fleet, VIN, the rules' observations and the latest frame time of a telemetry batch."""
+        batch = decode_telemetry(message.topic, message.payload)
+        latest_ns = max((record.t_ns for record in batch.records), default=None)
+        return batch.fleet, batch.vin, self.monitor.feed_batch(batch), latest_ns
+
+    def _read_report(self, message: _Message) -> tuple[str, str, list[Observation], int | None]:
+        """Fleet, VIN, the DTC rule's observations and the time of a diagnostic report."""
+        fleet, vin, report = decode_diagnostics(message.topic, message.payload)
+        dtcs = [DtcStatus(dtc.code, dtc.pending, dtc.confirmed, dtc.ecu) for dtc in report.dtcs]
+        observations = self.monitor.feed_dtcs(
+            vin, report.t_ns, dtcs, complete=report.dtcs_complete, mil_on=report.mil_on
+        )
+        if not report.dtcs_complete:
+            self.stats.diagnostics_incomplete += 1
+        return fleet, vin, observations, report.t_ns
 
     def _acknowledge(self, message: _Message) -> list[Notification]:
         self.stats.acks_received += 1

@@ -1,4 +1,5 @@
-"""The ingest service: fleet telemetry and events from MQTT, validated, written to InfluxDB in batches.
+"""The ingest service: fleet telemetry, events and diagnostic reports from MQTT, validated, written to
+InfluxDB in batches.
 
 A message is acknowledged to the broker (QoS 1, manual acknowledgement) only
 once its points are durable: written to InfluxDB, kept in the ingest's own
@@ -9,17 +10,17 @@ shared subscription (``$share/{group}/...``), each with its own session,
 buffer and dead-letter file.
 
 The MQTT network thread validates each message (:func:`decode_telemetry`,
-:func:`decode_event`) and
-queues its line protocol; the writer thread groups queued messages into writes
-of up to ``batch_lines`` points. When InfluxDB refuses a combined write as bad
-data, the messages are retried one by one so only the offending one is
-dead-lettered. When it is unreachable, the batch goes to the buffer, and so
-does everything after it until the buffer is drained, oldest first, with
-backoff between attempts. The queue is bounded: when it is full, the MQTT
-thread waits, which slows the broker down rather than dropping data.
+:func:`decode_event`, :func:`decode_diagnostics`) and queues its line protocol; the
+writer thread groups queued messages into writes of up to ``batch_lines`` points.
+When InfluxDB refuses a combined write as bad data, the messages are retried one
+by one so only the offending one is dead-lettered. When it is unreachable, the
+batch goes to the buffer, and so does everything after it until the buffer is
+drained, oldest first, with backoff between attempts. The queue is bounded: when
+it is full, the MQTT thread waits, which slows the broker down rather than
+dropping data.
 
 Instead of a shared subscription, workers can split the fleet by VIN
-(``partition = "k/N"``): each subscribes to all telemetry and acknowledges
+(``partition = "k/N"``): each subscribes to all of it and acknowledges
 the messages of other partitions unread. It costs N times the broker's
 outgoing traffic, but plain persistent subscriptions survive a broker restart,
 which Mosquitto 2.0's shared subscriptions do not (see ``docs/scaling.md``).
@@ -42,7 +43,7 @@ import paho.mqtt.client as paho
 from cloud.deadletter import DeadLetterStore
 from cloud.influx import InfluxClient, InfluxError, InfluxSettings
 from cloud.metrics import IngestMetrics
-from cloud.schema import event_lines, telemetry_lines
+from cloud.schema import diagnostics_lines, event_lines, telemetry_lines
 from roadwave import mqtt
 from roadwave.configfile import ConfigError, Table
 from roadwave.contract import (
@@ -53,6 +54,7 @@ from roadwave.contract import (
     decode_telemetry,
     shared_subscription,
 )
+from roadwave.contract.diagnostics import DIAGNOSTICS, DIAGNOSTICS_SUBSCRIPTION, decode_diagnostics
 from roadwave.contract.events import EVENTS, EVENTS_SUBSCRIPTION, decode_event
 from roadwave.spool import MAX_SIZE_MB, DiskQueue, SpoolFull
 
@@ -98,8 +100,8 @@ class IngestConfig:
 
     @property
     def subscriptions(self) -> list[str]:
-        """The telemetry and events filters, shared with the other workers of the group if there is one."""
-        filters = [TELEMETRY_SUBSCRIPTION, EVENTS_SUBSCRIPTION]
+        """The telemetry, events and diagnostics filters, shared with the group's other workers if any."""
+        filters = [TELEMETRY_SUBSCRIPTION, EVENTS_SUBSCRIPTION, DIAGNOSTICS_SUBSCRIPTION]
         group = self.ingest.share_group
         if group and self.ingest.partition is None:
             return [shared_subscription(group, topic_filter) for topic_filter in filters]
@@ -203,6 +205,7 @@ class IngestStats:
     writes: int = 0
     write_retries: int = 0
     events_written: int = 0
+    diagnostics_written: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,14 +214,15 @@ class _Accepted:
     payload: bytes
     lines: list[str]
     samples: int
-    events: int
+    #: TELEMETRY, EVENTS or DIAGNOSTICS.
+    kind: str
     mid: int
     qos: int
     oldest_ns: int
 
 
 def _accept(topic: str, payload: bytes, mid: int = 0, qos: int = 0) -> tuple[str, str, _Accepted]:
-    """Fleet, VIN and points of a telemetry or event message.
+    """Fleet, VIN and points of a telemetry, event or diagnostics message.
 
     Raises:
         PayloadError: the message breaks the contract.
@@ -227,17 +231,21 @@ def _accept(topic: str, payload: bytes, mid: int = 0, qos: int = 0) -> tuple[str
     if kind == EVENTS:
         fleet, vin, event = decode_event(topic, payload)
         lines = event_lines(fleet, vin, event)
-        return fleet, vin, _Accepted(topic, payload, lines, 0, 1, mid, qos, event.detected_ns)
+        return fleet, vin, _Accepted(topic, payload, lines, 0, kind, mid, qos, event.detected_ns)
+    if kind == DIAGNOSTICS:
+        fleet, vin, report = decode_diagnostics(topic, payload)
+        lines = diagnostics_lines(fleet, vin, report)
+        return fleet, vin, _Accepted(topic, payload, lines, 0, kind, mid, qos, report.t_ns)
     if kind != TELEMETRY:
-        raise PayloadError(f"topic {topic!r} is neither telemetry nor events")
+        raise PayloadError(f"topic {topic!r} is not one of telemetry, events, diagnostics")
     batch = decode_telemetry(topic, payload)
     oldest = min(record.t_ns for record in batch.records) if batch.records else time.time_ns()
-    lines = telemetry_lines(batch)
-    return batch.fleet, batch.vin, _Accepted(topic, payload, lines, batch.sample_count, 0, mid, qos, oldest)
+    accepted = _Accepted(topic, payload, telemetry_lines(batch), batch.sample_count, kind, mid, qos, oldest)
+    return batch.fleet, batch.vin, accepted
 
 
 class IngestService:
-    """Subscribes to the fleet's telemetry and makes it durable in InfluxDB until stopped."""
+    """Subscribes to the fleet's telemetry, events and diagnostics and makes them durable in InfluxDB."""
 
     def __init__(self, config: IngestConfig, influx: InfluxClient | None = None) -> None:
         self.config = config
@@ -327,7 +335,8 @@ class IngestService:
         self.stats.messages_written += len(items)
         self.stats.points_written += sum(len(item.lines) for item in items)
         self.stats.samples_written += sum(item.samples for item in items)
-        self.stats.events_written += sum(item.events for item in items)
+        self.stats.events_written += sum(item.kind == EVENTS for item in items)
+        self.stats.diagnostics_written += sum(item.kind == DIAGNOSTICS for item in items)
         return True
 
     def _influx_down(self, exc: InfluxError) -> None:

@@ -25,7 +25,13 @@ from typing import Any
 
 from cloud.maintenance import CLEARED, MaintenanceConfig
 from cloud.maintenance.store import ALERTS_MEASUREMENT, VALUE_PREFIX
-from cloud.schema import EVENTS_MEASUREMENT, TELEMETRY_MEASUREMENT
+from cloud.schema import (
+    DIAGNOSTICS_MEASUREMENT,
+    DTCS_MEASUREMENT,
+    EVENTS_MEASUREMENT,
+    OBD_MEASUREMENT,
+    TELEMETRY_MEASUREMENT,
+)
 from edge.events import EventsConfig
 from edge.events.config import EmergencyBraking, EndOfQueue, HarshBraking, TrafficJam
 from roadwave.contract import VSS_CATALOG
@@ -474,6 +480,18 @@ SLOW_KMH = EventsConfig.for_class("car").traffic_jam.threshold
 SLOW_DOWN_EVENTS = (HarshBraking.kind, EmergencyBraking.kind, EndOfQueue.kind, TrafficJam.kind)
 SEVERITY_CRITICAL = 3
 NEWEST_FIRST = "ORDER BY time DESC LIMIT 500"
+#: The latest point of each group, as a raw row: its own time comes with it.
+LATEST = "ORDER BY time DESC LIMIT 1"
+#: ``DIAGNOSTICS`` is an InfluxQL keyword: the measurement's name must be quoted.
+DIAGNOSTICS_SOURCE = f'"{DIAGNOSTICS_MEASUREMENT}"'
+#: The malfunction lamp in a table cell (a report without PID 0x01 leaves it empty: unknown).
+MIL_MAPPING: JsonObject = {
+    "type": "value",
+    "options": {
+        "true": {"text": "on", "color": "red", "index": 0},
+        "false": {"text": "off", "color": "green", "index": 1},
+    },
+}
 
 
 def in_range(
@@ -493,6 +511,34 @@ def per_vehicle(function: str, path: str, vehicles: str) -> Query:
     """One series per vehicle: ``function`` (MEAN, MIN, ...) of a VSS path per interval."""
     return Query(
         per_interval(f"{function}({vss(path)})", TELEMETRY_MEASUREMENT, vehicles, by="vin"), alias="$tag_vin"
+    )
+
+
+def column_override(column: str, *properties: tuple[str, Any]) -> JsonObject:
+    """A table override setting ``properties`` (id, value) of result column ``column``."""
+    return {
+        "matcher": {"id": "byName", "options": column},
+        "properties": [{"id": key, "value": value} for key, value in properties],
+    }
+
+
+def reported_dtcs(vehicles: str) -> Panel:
+    """The trouble codes reported in the time range, each with its latest status and when that was."""
+    return table(
+        "Trouble codes reported",
+        "Each code per vehicle, ECU, source and failure type reported in the time range: its latest "
+        "status (pending, confirmed, the ISO 14229-1 status byte) and when it was last reported. "
+        "A code last reported before the vehicle's latest complete diagnostic report is no longer set.",
+        Query(
+            in_range(
+                'LAST("confirmed") AS "confirmed", "pending", "status", "description"',
+                DTCS_MEASUREMENT,
+                vehicles,
+                group="vin, ecu, code, source, failure_type",
+            ),  # fmt: skip
+            table=True,
+        ),
+        overrides=(column_override("Time", ("displayName", "last reported")),),
     )
 
 
@@ -553,12 +599,7 @@ def fleet_overview() -> Dashboard:
                     ),
                     table=True,
                 ),
-                overrides=(
-                    {
-                        "matcher": {"id": "byName", "options": "vin"},
-                        "properties": [{"id": "links", "value": [vehicle_link]}],
-                    },
-                ),
+                overrides=(column_override("vin", ("links", [vehicle_link])),),
             ),
             geomap(
                 "Positions",
@@ -718,6 +759,14 @@ def vehicle_detail() -> Dashboard:
                     table=True,
                 ),
             ),
+            table(
+                "OBD readings",
+                "Each ECU's OBD-II values of its latest diagnostic report in the time range, one column "
+                "per reading (names and units: docs/diagnostics.md).",
+                Query(in_range("*", OBD_MEASUREMENT, ONE_VEHICLE, group="ecu", tail=LATEST), table=True),
+                overrides=(column_override("Time", ("displayName", "read at")),),
+            ),
+            reported_dtcs(ONE_VEHICLE),
         ),
         multi_vin=False,
         annotations=(Annotation("Events", events, text_column="id", tags_column="type"),),
@@ -823,6 +872,30 @@ def maintenance() -> Dashboard:
                 "severity 1 pending, 2 confirmed.",
                 Query(open_alerts(PICKED_VEHICLES, alert_columns, '"type" =~ /^dtc_/'), table=True),
             ),
+            table(
+                "Malfunction lamp (MIL)",
+                "Each vehicle's latest diagnostic report in the time range: the malfunction lamp (empty: "
+                "no ECU reported it), whether every trouble-code read was answered, the codes confirmed "
+                "and pending, and the problems of the read.",
+                Query(
+                    in_range(
+                        '"mil_on", "dtcs_complete", "confirmed_count", "pending_count", "problem_count", '
+                        '"trigger"',
+                        DIAGNOSTICS_SOURCE,
+                        PICKED_VEHICLES,
+                        group="vin",
+                        tail=LATEST,
+                    ),  # fmt: skip
+                    table=True,
+                ),
+                overrides=(
+                    column_override(
+                        "mil_on", ("mappings", [MIL_MAPPING]), ("custom.cellOptions", {"type": "color-text"})
+                    ),
+                    column_override("Time", ("displayName", "latest report")),
+                ),
+            ),
+            reported_dtcs(PICKED_VEHICLES),
             table(
                 "Battery alerts",
                 "Open battery alerts with the resting or cranking voltage that raised them.",

@@ -22,7 +22,17 @@ from waiting import wait_for
 
 from cloud.alerting import AlertingConfig, AlertingService, AlertingSettings, AlertingStats, partners_serving
 from cloud.influx import InfluxClient, InfluxSettings
-from cloud.maintenance.rules import COOLANT, ENGINE_SPEED, VOLTAGE, CoolantSettings, MaintenanceConfig
+from cloud.maintenance.rules import (
+    COOLANT,
+    ENGINE_SPEED,
+    VOLTAGE,
+    CoolantSettings,
+    DtcSettings,
+    DtcStatus,
+    MaintenanceConfig,
+    MaintenanceInputError,
+    MaintenanceMonitor,
+)
 from cloud.maintenance.store import read_active, read_history
 from roadwave import mqtt
 from roadwave.cli import partner as partner_cli
@@ -51,12 +61,18 @@ from roadwave.contract.alerts import (
     parse_alert_id,
     partner_alerts_filter,
 )
+from roadwave.contract.diagnostics import (
+    DiagnosticsReport,
+    ReportedDtc,
+    diagnostics_topic,
+    encode_diagnostics,
+)
 from roadwave.registry import FleetRegistry, Partner, Vehicle
 
 VIN_A = "RWDEM000000000001"
 VIN_B = "RWDEM000000000002"
 SECOND = 10**9
-HOLD_S = 60.0  # coolant clear hold of the tests' configuration
+HOLD_S = 60.0  # coolant and DTC clear hold of the tests' configuration
 
 # --- the contract, without servers --------------------------------------------------------------
 
@@ -172,6 +188,15 @@ def test_topics_refuse_what_would_escape_the_partner_subtree() -> None:
         parse_alert_id(f"battery-RWDEM00000000000I-{T}")
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"), [({"complete": 1}, "complete must be a boolean"), ({"mil_on": 0}, "mil_on")]
+)
+def test_the_flags_of_a_dtc_report_must_be_booleans(flags: dict[str, Any], message: str) -> None:
+    dtcs = [DtcStatus("P0301", pending=False, confirmed=True, ecu="7E8")]
+    with pytest.raises(MaintenanceInputError, match=message):
+        MaintenanceMonitor().feed_dtcs(VIN_A, T, dtcs, **flags)
+
+
 def test_a_partner_serves_the_vehicles_of_its_fleets_and_its_single_vins() -> None:
     registry = FleetRegistry(
         vehicles=(Vehicle(VIN_A, "north"), Vehicle(VIN_B, "south")),
@@ -268,7 +293,9 @@ def make_config(mosquitto, influxdb, influx_database, scene: Scene) -> Callable[
                 host=mosquitto.host, port=mosquitto.port, client_id=f"alerts-{influx_database}"
             ),
             influx=InfluxSettings(url=influxdb.url, database=influx_database, timeout_s=5.0),
-            maintenance=MaintenanceConfig(coolant_overtemp=CoolantSettings(clear_hold_s=HOLD_S)),
+            maintenance=MaintenanceConfig(
+                coolant_overtemp=CoolantSettings(clear_hold_s=HOLD_S), dtc=DtcSettings(clear_hold_s=HOLD_S)
+            ),
         )
 
     return make
@@ -678,3 +705,67 @@ def test_roadwave_cloud_alerts_and_partner_watch(
     assert stopped["event"] == "stopped"
     stats = stopped["stats"]
     assert (stats["transitions_stored"], stats["acks_applied"], stats["alerts_published"]) == (2, 1, 2)
+
+
+MISFIRE = ReportedDtc(
+    "7E8", "P0301", ("confirmed",), "obd_mode_03", description="Cylinder 1 misfire detected"
+)
+ABS_SENSOR = ReportedDtc("7E9", "C0288", ("pending",), "obd_mode_07")
+CATALYST = ReportedDtc("7E8", "P0420", ("pending",), "obd_mode_07")
+
+
+@pytest.mark.integration
+def test_dtc_alerts_follow_complete_diagnostic_reports_and_incomplete_ones_clear_nothing(
+    scene, make_config, inboxes, vehicles, influx
+) -> None:
+    garage = inboxes(partner_alerts_filter(scene.garage))
+    topic = diagnostics_topic(scene.fleet, VIN_A)
+
+    def report(seconds: float, *dtcs: ReportedDtc, complete: bool = True, mil_on: bool | None = None) -> None:
+        document = DiagnosticsReport(scene.at(seconds), "periodic", mil_on, complete, dtcs=dtcs)
+        vehicles(scene, VIN_A, encode_diagnostics(scene.fleet, VIN_A, document), topic=topic)
+
+    with running(make_config()) as service:
+        report(0, MISFIRE, ABS_SENSOR, mil_on=True)
+        garage.wait(lambda alerts: len(alerts) == 2, "the two DTC alerts")
+        report(60, complete=False)  # the reads went unanswered: P0301 is not gone
+        vehicles(
+            scene,
+            VIN_A,
+            encode_diagnostics(scene.fleet, VIN_B, DiagnosticsReport(scene.t0, "start", None, True)),
+            topic=topic,
+        )
+        # Still incomplete, past the hold after the first one: a new code is raised all the same.
+        report(60 + HOLD_S + 10, CATALYST, complete=False)
+        garage.wait(lambda alerts: bool(of(alerts, VIN_A, "dtc_P0420")), "the new code's alert")
+        report(300, ABS_SENSOR, CATALYST, mil_on=False)  # complete, without P0301: its hold starts
+        report(300 + HOLD_S + 1, ABS_SENSOR, CATALYST, mil_on=False)  # the hold ran out
+        garage.wait(lambda alerts: alerts[-1].state == CLEARED, "the clear of dtc_P0301")
+        wait_for(lambda: service.stats.diagnostics_received == 6, "every report")
+    stats = service.stats
+    counts = (stats.diagnostics_received, stats.diagnostics_incomplete, stats.diagnostics_rejected)
+    assert counts == (6, 2, 1)
+
+    misfire = of(garage.alerts(), VIN_A, "dtc_P0301")
+    assert [(alert.state, alert.severity) for alert in misfire] == [(ACTIVE, 2), (CLEARED, 2)]
+    assert misfire[0].value == {"confirmed": 1.0, "pending": 0.0, "mil_on": 1.0}
+    assert "confirmed by ECU 7E8" in misfire[0].recommendation
+    # The hold started with the complete report at 300 s, not with the incomplete one at 60 s.
+    assert misfire[-1].cleared_at_ns == scene.at(300 + HOLD_S)
+    (abs_sensor,) = of(garage.alerts(), VIN_A, "dtc_C0288")
+    assert (abs_sensor.state, abs_sensor.severity, abs_sensor.value) == (
+        ACTIVE,
+        1,
+        {"confirmed": 0.0, "pending": 1.0, "mil_on": 1.0},
+    )
+    (catalyst,) = of(garage.alerts(), VIN_A, "dtc_P0420")
+    assert (catalyst.state, catalyst.first_seen_ns, catalyst.value) == (
+        ACTIVE,
+        scene.at(60 + HOLD_S + 10),
+        {"confirmed": 0.0, "pending": 1.0},  # that report did not know the lamp
+    )
+    assert {alert.type for alert in read_active(influx)} == {"dtc_C0288", "dtc_P0420"}
+    assert [note.transition for note in read_history(influx, VIN_A) if note.alert.type == "dtc_P0301"] == [
+        "opened",
+        "cleared",
+    ]

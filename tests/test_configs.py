@@ -167,10 +167,15 @@ def test_ingest_config_loads(tmp_path) -> None:
     assert config.subscriptions == [
         "$share/roadwave-ingest/roadwave/v1/+/+/telemetry",
         "$share/roadwave-ingest/roadwave/v1/+/+/events",
+        "$share/roadwave-ingest/roadwave/v1/+/+/diagnostics",
     ]
     partitioned = IngestConfig.load(write(tmp_path, INGEST + 'partition = "1/3"\n'))
     assert partitioned.ingest.partition == (1, 3)
-    assert partitioned.subscriptions == ["roadwave/v1/+/+/telemetry", "roadwave/v1/+/+/events"]
+    assert partitioned.subscriptions == [
+        "roadwave/v1/+/+/telemetry",
+        "roadwave/v1/+/+/events",
+        "roadwave/v1/+/+/diagnostics",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,10 @@
 
 The queries run against the real InfluxDB after a simulated drive through the whole
 pipeline (simulator -> edge agents -> Mosquitto -> ingest). The ring-road drive has no
-harsh events and nothing writes maintenance alerts yet, so the test adds event points
-and alert transitions the way the ingest (``cloud.schema.event_lines``) and the alert
-store (``cloud.maintenance.store.alert_lines``) write them. Grafana's macros and
-variables are substituted as Grafana does before it sends a query.
+harsh events, diagnostic reports or maintenance alerts, so the test adds event points,
+diagnostic reports and alert transitions the way the ingest (``cloud.schema.event_lines``,
+``diagnostics_lines``) and the alert store (``cloud.maintenance.store.alert_lines``) write
+them. Grafana's macros and variables are substituted as Grafana does before it sends a query.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import yaml
 from cloud.influx import InfluxClient, InfluxSettings
 from cloud.maintenance import AlertBook, DtcStatus, Finding, MaintenanceMonitor, Normal
 from cloud.maintenance.store import alert_lines
-from cloud.schema import event_lines
+from cloud.schema import diagnostics_lines, event_lines
+from roadwave.contract.diagnostics import DiagnosticsReport, PidReading, ReportedDtc
 from roadwave.contract.events import ENDED, Event
 from roadwave.pipeline import Endpoints, Pipeline
 
@@ -286,6 +287,24 @@ def write_alerts(client: InfluxClient, vins: list[str], start_ns: int) -> None:
     client.write_lines(alert_lines(notes))
 
 
+def diagnostics_at(start_ns: int) -> list[tuple[int, DiagnosticsReport]]:
+    """The drive's diagnostic reports (vehicle index, report), at 3, 4 and 9 s.
+
+    The first vehicle's lamp is on for a misfire; a pending code of its first report is
+    gone from its second one. The other vehicle reports no codes.
+    """
+    misfire = ReportedDtc("7E8", "P0301", ("confirmed",), "obd_mode_03", description="Cylinder 1 misfire")
+    abs_sensor = ReportedDtc("7E9", "C0288", ("pending",), "obd_mode_07")
+    coolant = PidReading("7E8", 0x05, "coolant_temperature", 90.0, "celsius")
+    engine = PidReading("7E8", 0x0C, "engine_speed", 800.0, "rpm")
+    at = [start_ns + s * SECOND_NS for s in (3, 4, 9)]
+    return [
+        (0, DiagnosticsReport(at[0], "start", True, True, (coolant,), (misfire, abs_sensor))),
+        (1, DiagnosticsReport(at[1], "start", False, True, (engine,))),
+        (0, DiagnosticsReport(at[2], "periodic", True, True, (replace(coolant, value=92.0),), (misfire,))),
+    ]
+
+
 @pytest.fixture(scope="module")
 def drive(mosquitto, influxdb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drive]:
     database = f"test_{uuid.uuid4().hex[:12]}"
@@ -304,6 +323,8 @@ def drive(mosquitto, influxdb, tmp_path_factory: pytest.TempPathFactory) -> Iter
         vins = sorted(sim.logs)
         write_events(client, vins, start_s * SECOND_NS)
         write_alerts(client, vins, start_s * SECOND_NS)
+        reports = diagnostics_at(start_s * SECOND_NS)
+        client.write_lines([line for i, r in reports for line in diagnostics_lines(FLEET, vins[i], r)])
         yield Drive(client, vins, start_s * 1000, round((start_s + DURATION_S) * 1000))
     finally:
         client.query(f'DROP DATABASE "{database}"')
@@ -404,6 +425,25 @@ def test_the_panels_show_what_the_drive_left(drive: Drive) -> None:
     assert [(row["vin"], row["type"], row["severity"]) for row in dtcs] == [(drive.vins[0], "dtc_P0301", 1)]
     pads = run(drive, "maintenance.json", panel_query("maintenance.json", "Brake pads used (estimate)"))
     assert [(row["vin"], row["pad_used"]) for row in pads] == [(drive.vins[0], 0.83)]
+
+    earliest, other, latest = (report.t_ns for _, report in diagnostics_at(drive.start_ms * 10**6))
+    lamps = run(drive, "maintenance.json", panel_query("maintenance.json", "Malfunction lamp (MIL)"))
+    assert {
+        row["vin"]: (row["time"], row["mil_on"], row["confirmed_count"], row["pending_count"])
+        for row in lamps
+    } == {drive.vins[0]: (latest, True, 1, 0), drive.vins[1]: (other, False, 0, 0)}
+    codes = run(drive, "maintenance.json", panel_query("maintenance.json", "Trouble codes reported"))
+    assert {
+        (row["vin"], row["ecu"], row["code"]): (row["confirmed"], row["pending"], row["time"])
+        for row in codes
+    } == {
+        (drive.vins[0], "7E8", "P0301"): (True, False, latest),
+        (drive.vins[0], "7E9", "C0288"): (False, True, earliest),  # gone: not in the latest report
+    }
+    readings = run(drive, "vehicle.json", panel_query("vehicle.json", "OBD readings"))
+    assert [(row["ecu"], row["coolant_temperature"], row["time"]) for row in readings] == [
+        ("7E8", 92.0, latest)
+    ]
 
     slow = run(drive, "traffic.json", panel_query("traffic.json", "Slow-down hotspots"))
     assert all(row["speed"] <= generate.SLOW_KMH for row in slow)

@@ -789,8 +789,13 @@ class DtcRule:
         self.settings = settings
         self._triggers: dict[str, _Trigger] = {}
 
-    def update(self, t_ns: int, dtcs: Iterable[DtcStatus]) -> list[Observation]:
-        """Take a complete report: the codes currently set on the vehicle's ECUs."""
+    def update(
+        self, t_ns: int, dtcs: Iterable[DtcStatus], complete: bool = True, mil_on: bool | None = None
+    ) -> list[Observation]:
+        """Take a report of the codes set on the vehicle's ECUs; only a ``complete`` one clears codes.
+
+        ``mil_on`` (the malfunction lamp, None if unknown) joins the measures of what is observed.
+        """
         reported: dict[str, tuple[bool, set[str]]] = {}
         for dtc in dtcs:
             if not isinstance(dtc, DtcStatus):
@@ -798,14 +803,17 @@ class DtcRule:
             if dtc.pending or dtc.confirmed:
                 confirmed, ecus = reported.get(dtc.code, (False, set()))
                 reported[dtc.code] = (confirmed or dtc.confirmed, ecus | {dtc.ecu})
+        judged = reported.keys() | self._triggers.keys() if complete else reported.keys()
         observations = []
-        for code in sorted(reported.keys() | self._triggers.keys()):
-            observation = self._judge(code, t_ns, reported.get(code))
+        for code in sorted(judged):
+            observation = self._judge(code, t_ns, reported.get(code), mil_on)
             if observation is not None:
                 observations.append(observation)
         return observations
 
-    def _judge(self, code: str, t_ns: int, report: tuple[bool, set[str]] | None) -> Observation | None:
+    def _judge(
+        self, code: str, t_ns: int, report: tuple[bool, set[str]] | None, mil_on: bool | None
+    ) -> Observation | None:
         trigger = self._triggers.setdefault(
             code, _Trigger(self.vin, f"dtc_{code}", self.settings.clear_hold_s)
         )
@@ -813,12 +821,14 @@ class DtcRule:
         severity = 0
         if report is not None:
             severity = self.settings.confirmed_severity if confirmed else self.settings.pending_severity
-        observation = trigger.judge(
-            t_ns,
-            severity,
-            lambda: {"confirmed": float(confirmed), "pending": float(report is not None and not confirmed)},
-            lambda _: _dtc_advice(code, confirmed, ecus),
-        )
+
+        def measures() -> dict[str, float]:
+            value = {"confirmed": float(confirmed), "pending": float(report is not None and not confirmed)}
+            if mil_on is not None:
+                value["mil_on"] = float(mil_on)
+            return value
+
+        observation = trigger.judge(t_ns, severity, measures, lambda _: _dtc_advice(code, confirmed, ecus))
         if not trigger.raised:
             del self._triggers[code]
         return observation
@@ -944,15 +954,29 @@ class MaintenanceMonitor:
             for observation in self.feed(batch.vin, record.t_ns, record.signals, record.quality)
         ]
 
-    def feed_dtcs(self, vin: str, t_ns: int, dtcs: Iterable[DtcStatus]) -> list[Observation]:
-        """Take a vehicle's complete DTC report; codes it no longer lists are gone.
+    def feed_dtcs(
+        self,
+        vin: str,
+        t_ns: int,
+        dtcs: Iterable[DtcStatus],
+        *,
+        complete: bool = True,
+        mil_on: bool | None = None,
+    ) -> list[Observation]:
+        """Take a vehicle's DTC report; codes a ``complete`` report no longer lists are gone.
+
+        A report that is not ``complete`` (a read went unanswered) may miss codes: the
+        codes it lists are raised or updated, and none is taken as gone. ``mil_on``, the
+        malfunction lamp when known, is recorded in the measures as 0 or 1.
 
         Raises:
-            MaintenanceInputError: an invalid VIN, time or report item.
+            MaintenanceInputError: an invalid VIN, time, report item or flag.
         """
         vehicle = self._vehicle(vin)
         _check_time(t_ns)
-        return [] if vehicle.dtc is None else vehicle.dtc.update(t_ns, dtcs)
+        if not isinstance(complete, bool) or not isinstance(mil_on, bool | None):
+            raise MaintenanceInputError(f"{vin}: complete must be a boolean and mil_on a boolean or None")
+        return [] if vehicle.dtc is None else vehicle.dtc.update(t_ns, dtcs, complete, mil_on)
 
     def reset(self, vin: str, kind: str, t_ns: int) -> list[Observation]:
         """The work behind counter ``kind`` (brake_wear, oil_life, service_due) was done: count from zero.
