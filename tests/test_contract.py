@@ -202,9 +202,10 @@ def test_health_round_trips() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["buses"]["can0"].update(frames_received=-1), "non-negative integer"),
+        (lambda d: d["buses"]["can0"].update(frames_received=-1), "must be an integer from 0 to 2\\^63-1"),
         (lambda d: d["buses"]["can0"].update({"Bad Name": 1}), "invalid counter name"),
-        (lambda d: d["uplink"].update(samples_acked=1.5), "non-negative integer"),
+        (lambda d: d["uplink"].update(samples_acked=1.5), "must be an integer from 0 to 2\\^63-1"),
+        (lambda d: d["uplink"].update(samples_acked=2**63), "must be an integer from 0 to 2\\^63-1"),
         (lambda d: d.update(buses={"a b": {}}), "valid names"),
         (lambda d: d.update(v=2), "unsupported health schema version 2"),
     ],
@@ -307,7 +308,8 @@ def _diagnostics_document() -> dict:
         (lambda d: d["readings"][0].update(pid=300), "reading 0: pid 300 is not 0-255"),
         (lambda d: d["readings"][0].update(value=True), "reading 0: 'value' must be int or float"),
         (lambda d: d["readings"][0].update(unit="\n"), "reading 0: 'unit' must be at most 200 printable"),
-        (lambda d: d["problems"].update(timeout=-1), "problem count 'timeout'"),
+        (lambda d: d["problems"].update(timeout=-1), "problems: counter timeout must be an integer"),
+        (lambda d: d["problems"].update(timeout=2**63), "problems: counter timeout must be an integer"),
         (lambda d: d.update(t=12), "'t': 12 ns is outside years 2000-2099"),
         (lambda d: d.update(vin="RWDEM000000000002"), "but was published on"),
     ],

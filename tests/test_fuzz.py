@@ -41,7 +41,16 @@ from hypothesis import strategies as st
 
 from cloud.influx import InfluxClient, InfluxSettings
 from cloud.ingest import _accept
-from cloud.schema import EVENTS_MEASUREMENT, FLAGGED_MEASUREMENT, SNAPSHOT_MEASUREMENT, TELEMETRY_MEASUREMENT
+from cloud.schema import (
+    DIAGNOSTICS_MEASUREMENT,
+    DTCS_MEASUREMENT,
+    EVENTS_MEASUREMENT,
+    FLAGGED_MEASUREMENT,
+    OBD_MEASUREMENT,
+    PROBLEMS_PREFIX,
+    SNAPSHOT_MEASUREMENT,
+    TELEMETRY_MEASUREMENT,
+)
 from edge.config import EdgeConfig
 from edge.dbcload import MAX_DBC_BYTES, DbcLoadError, load_dbc_files
 from edge.decoder import BusDecoder, DecodeStats, FrameDecoder
@@ -515,13 +524,23 @@ _TAGS = {
     FLAGGED_MEASUREMENT: {"fleet", "vin", "bus", "quality"},
     EVENTS_MEASUREMENT: {"fleet", "vin", "type"},
     SNAPSHOT_MEASUREMENT: {"fleet", "vin", "type"},
+    DIAGNOSTICS_MEASUREMENT: {"fleet", "vin", "trigger"},
+    DTCS_MEASUREMENT: {"fleet", "vin", "ecu", "code", "source"},
+    OBD_MEASUREMENT: {"fleet", "vin", "ecu"},
 }
+#: Tags a point may carry beyond those it always has.
+_OPTIONAL_TAGS = {DTCS_MEASUREMENT: {"failure_type"}}
 _TAG_VALUES = {
     "fleet": FLEET_PATTERN,
     "vin": VIN_PATTERN,
     "bus": BUS_PATTERN,
     "quality": re.compile("|".join(QUALITIES)),
     "type": KIND_PATTERN,
+    "trigger": re.compile("start|periodic|mil|manual"),
+    "ecu": re.compile("[0-9A-F]{3}|[0-9A-F]{8}"),
+    "code": DTC_CODE,
+    "source": re.compile("obd_mode_03|obd_mode_07|uds_0x19_02"),
+    "failure_type": re.compile("[0-9A-F]{2}"),
 }
 _EVENT_FIELDS = {
     "id": "string",
@@ -532,6 +551,15 @@ _EVENT_FIELDS = {
     "duration_s": "float",
     "latitude": "float",
     "longitude": "float",
+}
+_DIAGNOSTICS_FIELDS = {
+    DIAGNOSTICS_MEASUREMENT: {"mil_on": "boolean", "dtcs_complete": "boolean"},
+    DTCS_MEASUREMENT: {
+        "pending": "boolean",
+        "confirmed": "boolean",
+        "status": "int64",
+        "description": "string",
+    },
 }
 _FLOAT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _INTEGER = re.compile(r"-?\d+i")
@@ -600,12 +628,20 @@ def assert_valid_line(line: str) -> None:
     """One line InfluxDB accepts, of our schema: known measurement and tags, typed finite fields,
     a timestamp in 2000-2099."""
     measurement, tags, fields, t_ns = parse_line(line)
-    assert set(tags) == _TAGS[measurement], line
+    required = _TAGS[measurement]
+    assert required <= set(tags) <= required | _OPTIONAL_TAGS.get(measurement, set()), line
     assert all(_TAG_VALUES[key].fullmatch(value) for key, value in tags.items()), line
     assert fields and MIN_TIMESTAMP_NS <= t_ns < MAX_TIMESTAMP_NS, line
     for key, raw in fields.items():
         kind = _field_type(raw)
-        if measurement != EVENTS_MEASUREMENT:
+        if measurement == OBD_MEASUREMENT:
+            assert KIND_PATTERN.fullmatch(key) and kind == "float", line
+        elif measurement == DIAGNOSTICS_MEASUREMENT and key not in _DIAGNOSTICS_FIELDS[measurement]:
+            assert (key.endswith("_count") or key.startswith(PROBLEMS_PREFIX)) and kind == "int64", line
+            assert int(raw[:-1]) >= 0, line
+        elif measurement in _DIAGNOSTICS_FIELDS:
+            assert _DIAGNOSTICS_FIELDS[measurement][key] == kind, line
+        elif measurement != EVENTS_MEASUREMENT:
             assert key in VSS_CATALOG and kind == _vss_field_type(key), line
             if kind == "int64":
                 low, high = INTEGER_RANGES[VSS_CATALOG[key].datatype]
@@ -627,6 +663,7 @@ def accepted_lines(topic: str, payload: bytes) -> list[str]:
 mutated_messages = st.one_of(
     st.tuples(st.just(TELEMETRY_TOPIC), st.one_of(*map(mutated_json, TELEMETRY_SEEDS))),
     st.tuples(st.just(EVENTS_TOPIC), st.one_of(*map(mutated_json, EVENT_SEEDS))),
+    st.tuples(st.just(diagnostics_topic(FLEET, VIN)), mutated_json(DIAGNOSTICS_SEED)),
 )
 
 
@@ -636,6 +673,9 @@ mutated_messages = st.one_of(
     | st.tuples(st.sampled_from((TELEMETRY_TOPIC, EVENTS_TOPIC, "roadwave/v1/demo/x/telemetry")), st.binary())
 )
 @example(message=(EVENTS_TOPIC, edited(EVENT_SEEDS[0], ("peak", "x\\"), 1.0)))
+@example(
+    message=(diagnostics_topic(FLEET, VIN), edited(DIAGNOSTICS_SEED, ("problems", "timeout"), 10**300))
+)  # InfluxDB refused its line
 def test_the_ingest_never_produces_a_bad_point(message: tuple[str, bytes]) -> None:
     for line in accepted_lines(*message):
         assert_valid_line(line)

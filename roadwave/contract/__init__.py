@@ -538,14 +538,19 @@ def encode_health(health: AgentHealth) -> bytes:
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _counters(value: Any, where: str) -> dict[str, int]:
+#: Counters are stored as InfluxDB int64 fields.
+MAX_COUNT: Final = 2**63 - 1
+
+
+def read_counters(value: Any, where: str, error: type[PayloadError] = PayloadError) -> dict[str, int]:
+    """``value`` if it is an object of at most 64 named counts (0 to :data:`MAX_COUNT`), else raise."""
     if not isinstance(value, dict) or len(value) > 64:
-        raise PayloadError(f"{where}: expected an object of at most 64 counters")
+        raise error(f"{where}: expected an object of at most 64 counters")
     for name, count in value.items():
         if not COUNTER_NAME.fullmatch(name):
-            raise PayloadError(f"{where}: invalid counter name {name!r}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise PayloadError(f"{where}: counter {name} must be a non-negative integer")
+            raise error(f"{where}: invalid counter name {name!r}")
+        if type(count) is not int or not 0 <= count <= MAX_COUNT:
+            raise error(f"{where}: counter {name} must be an integer from 0 to 2^63-1")
     return value
 
 
@@ -568,8 +573,8 @@ def decode_health(topic: str, payload: bytes) -> AgentHealth:
         fleet=fleet,
         t_ns=read_timestamp(document, "t", where="health"),
         uptime_s=float(uptime_s),
-        buses={name: _counters(counters, f"health bus {name}") for name, counters in buses.items()},
-        uplink=_counters(read_field(document, "uplink", dict, where="health"), "health uplink"),
+        buses={name: read_counters(counters, f"health bus {name}") for name, counters in buses.items()},
+        uplink=read_counters(read_field(document, "uplink", dict, where="health"), "health uplink"),
     )
 
 

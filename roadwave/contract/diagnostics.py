@@ -38,6 +38,7 @@ from roadwave.contract import (
     PayloadError,
     is_finite_number,
     open_vehicle_payload,
+    read_counters,
     read_field,
     read_timestamp,
     vehicle_topic,
@@ -157,10 +158,7 @@ class DiagnosticsReport:
         dtcs = _get(document, "dtcs", list)
         if len(readings) > MAX_READINGS or len(dtcs) > MAX_DTCS:
             raise DiagnosticsFormatError(f"at most {MAX_READINGS} readings and {MAX_DTCS} DTCs per report")
-        problems = _get(document, "problems", dict)
-        for kind, count in problems.items():
-            if not NAME.fullmatch(kind) or type(count) is not int or count < 0:
-                raise DiagnosticsFormatError(f"problem count {kind!r}: {count!r} is not a name and a count")
+        problems = read_counters(_get(document, "problems", dict), "problems", DiagnosticsFormatError)
         return cls(
             t_ns=read_timestamp(document, "t", error=DiagnosticsFormatError),
             trigger=trigger,

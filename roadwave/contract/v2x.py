@@ -43,6 +43,9 @@ UPLOAD_SUBSCRIPTION: Final = f"{V2X_ROOT}/{UPLOAD}/+/+/+"
 #: The kind of a vehicle topic (``roadwave/v1/{fleet}/{vin}/v2x-warning``) that carries its warnings.
 WARNING: Final = "v2x-warning"
 SENDER_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Largest packet the relay forwards and a vehicle takes from a tile topic: GeoNetworking
+#: headers, a DENM with long traces and a TS 103 097 signature with its certificate fit.
+MAX_PACKET_BYTES: Final = 4096
 #: Deepest quadkey (one digit per zoom level; zoom 23 is about 5 m at the equator).
 MAX_ZOOM: Final = 23
 QUADKEY_PATTERN: Final = re.compile(rf"[0-3]{{1,{MAX_ZOOM}}}")
