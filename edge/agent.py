@@ -12,6 +12,11 @@ Every decoded record also goes to :class:`~edge.analysis.Analysis`: event update
 to the spool at once (events topic), and the V2X stack, when configured, sends CAMs and
 DENMs and publishes the warnings it raises on the vehicle's ``v2x-warning`` topic.
 
+With ``[diagnostics]``, a poller reads OBD-II/UDS from the ECUs on one live bus for the
+agent's lifetime (:mod:`edge.diagnostics.agent`), through that bus's notifier; records
+carrying the MIL signal trigger a cycle, and every report goes to the spool at once
+(diagnostics topic).
+
 A replayed log resumes where an earlier run's spool left off: the decoder is
 deterministic, so the run decodes the log again from the start and skips the
 records the spool already holds (or delivered). Events are detected again from the
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from edge.batcher import Batcher
 from edge.config import BusSettings, EdgeConfig
 from edge.dbcload import load_dbc_files
 from edge.decoder import Emit, FrameDecoder
+from edge.diagnostics.agent import AgentDiagnostics, bus_problem
 from edge.integrity import resolve_integrity
 from edge.mapping import default_mapping_path, load_mapping
 from edge.uplink import TelemetryUplink, status_message
@@ -88,6 +94,7 @@ class AgentReport:
     wall_time_s: float
     events_detected: int = 0
     v2x: dict[str, int] | None = None
+    diagnostics: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -97,6 +104,7 @@ class AgentReport:
             "uplink": self.uplink,
             "events_detected": self.events_detected,
             "v2x": self.v2x,
+            "diagnostics": self.diagnostics,
             "delivered": self.delivered,
             "wall_time_s": round(self.wall_time_s, 3),
         }
@@ -187,9 +195,25 @@ class EdgeAgent:
         self.config = config
         self.v2x_pcap = v2x_pcap or (None if config.v2x is None else config.v2x.pcap)
         self.decoders = {bus.name: build_decoder(bus) for bus in config.buses}
+        if config.diagnostics is not None:
+            self._check_diagnostics()
         #: Set once every bus is being read (live buses listened to, replays started).
         self.ready = threading.Event()
         self._started = time.monotonic()
+        self._diagnostics: AgentDiagnostics | None = None
+
+    def _check_diagnostics(self) -> None:
+        """Refuse diagnostics the buses cannot serve (a config built in code skips EdgeConfig.load)."""
+        settings = self.config.diagnostics
+        assert settings is not None
+        live = [bus.name for bus in self.config.buses if bus.log is None]
+        replayed = [bus.name for bus in self.config.buses if bus.log is not None]
+        problem = bus_problem(settings.bus, live, replayed)
+        if problem:
+            raise ValueError(f"[diagnostics] {problem}")
+        mil = settings.mil_signal
+        if mil is not None and not any(mil in decoder.vss_paths for decoder in self.decoders.values()):
+            raise ValueError(f"[diagnostics] mil_signal {mil!r}: no [[bus]] mapping produces it")
 
     def health(self, uplink: TelemetryUplink) -> AgentHealth:
         """The agent's counters now."""
@@ -200,6 +224,7 @@ class EdgeAgent:
             uptime_s=round(time.monotonic() - self._started, 3),
             buses={name: decoder.stats.as_dict() for name, decoder in self.decoders.items()},
             uplink=vars(uplink.stats).copy(),
+            diagnostics=None if self._diagnostics is None else self._diagnostics.counters(),
         )
 
     def run(self, stop: threading.Event, drain_timeout_s: float = 30.0) -> AgentReport:
@@ -250,13 +275,19 @@ class EdgeAgent:
         if stack is not None:
             stack.on_warning = warning_publisher(client, config.fleet, config.vin)
         analysis = Analysis(config.events, uplink.send_event, stack)
+        observers: list[Callable[[Record], None]] = [analysis.on_record]
+        diagnostics = self._diagnostics = None
+        if config.diagnostics is not None:
+            diagnostics = self._diagnostics = AgentDiagnostics(config.diagnostics, uplink.send_diagnostics)
+            if config.diagnostics.mil_signal is not None:
+                observers.append(diagnostics.on_record)
         batcher = Batcher(config.batch, uplink.send)
         batcher.start()
         listeners = {
-            bus.name: BusListener(self.decoders[bus.name], self._emitter(bus, batcher, spool, analysis))
+            bus.name: BusListener(self.decoders[bus.name], self._emitter(bus, batcher, spool, observers))
             for bus in config.buses
         }
-        notifiers = [can.Notifier(live, [listeners[name]]) for name, live in live_buses.items()]
+        notifiers = {name: can.Notifier(live, [listeners[name]]) for name, live in live_buses.items()}
         replays = [
             threading.Thread(
                 target=_replay,
@@ -267,12 +298,17 @@ class EdgeAgent:
             if bus.log is not None
         ]
         try:
+            if diagnostics is not None:
+                name = diagnostics.settings.bus
+                diagnostics.start(live_buses[name], notifiers[name])
             for thread in replays:
                 thread.start()
             self.ready.set()
             self._main_loop(stop, uplink, analysis, [listeners[name] for name in live_buses], replays)
         finally:
-            for notifier in notifiers:
+            if diagnostics is not None:
+                diagnostics.stop()
+            for notifier in notifiers.values():
                 notifier.stop()
             for live in live_buses.values():
                 live.shutdown()
@@ -300,11 +336,14 @@ class EdgeAgent:
             wall_time_s=time.monotonic() - self._started,
             events_detected=analysis.events_detected,
             v2x=None if stack is None else stack.counters(),
+            diagnostics=None if diagnostics is None else diagnostics.counters(),
         )
 
     @staticmethod
-    def _emitter(bus: BusSettings, batcher: Batcher, spool: DiskQueue, analysis: Analysis) -> Emit:
-        """Where a bus's records go: the analysis, and the batcher (through a resume point for replays)."""
+    def _emitter(
+        bus: BusSettings, batcher: Batcher, spool: DiskQueue, observers: Sequence[Callable[[Record], None]]
+    ) -> Emit:
+        """Where a bus's records go: the batcher (through a resume point for replays), then the observers."""
         if bus.log is None:
             batch: Emit = batcher.add
         else:
@@ -316,7 +355,8 @@ class EdgeAgent:
 
         def emit(record: Record) -> None:
             batch(record)
-            analysis.on_record(record)
+            for observe in observers:
+                observe(record)
 
         return emit
 

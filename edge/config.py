@@ -48,6 +48,9 @@ Example::
 
     [v2x]                               # CAM/DENM (docs/v2x.md); off unless configured
     [v2x.udp]
+
+    [diagnostics]                       # OBD-II/UDS polling (docs/diagnostics.md); off unless configured
+    bus = "can0"                        # a live bus
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.diagnostics.agent import DiagnosticsSettings
 from edge.events.config import EventsConfig, parse_events_config
 from edge.integrity import CHECKSUM_ALGORITHMS, IntegrityOverride
 from edge.v2x.config import V2xSettings
@@ -197,6 +201,8 @@ class EdgeConfig:
     events: EventsConfig | None = field(default_factory=EventsConfig.for_class)
     #: V2X settings; None without a ``[v2x]`` section.
     v2x: V2xSettings | None = None
+    #: Diagnostic polling; None without a ``[diagnostics]`` section or with ``enabled = false``.
+    diagnostics: DiagnosticsSettings | None = None
 
     @property
     def client_id(self) -> str:
@@ -236,12 +242,22 @@ class EdgeConfig:
         v2x_table = table.optional_table("v2x")
         v2x = None if v2x_table is None else V2xSettings.read(v2x_table)
         buses = tuple(BusSettings.read(bus) for bus in table.tables("bus"))
+        diagnostics_table = table.optional_table("diagnostics")
         table.finish()
         if not buses:
             raise ConfigError(f"{path}: no [[bus]] configured")
         names = [bus.name for bus in buses]
         if len(set(names)) != len(names):
             raise ConfigError(f"{path}: bus names must be unique, got {names}")
+        diagnostics = (
+            None
+            if diagnostics_table is None
+            else DiagnosticsSettings.read(
+                diagnostics_table,
+                live=[bus.name for bus in buses if bus.log is None],
+                replayed=[bus.name for bus in buses if bus.log is not None],
+            )
+        )
         return cls(
             vin=vin,
             fleet=fleet,
@@ -252,4 +268,5 @@ class EdgeConfig:
             health_interval_s=health_interval_s,
             events=events if enabled else None,
             v2x=v2x,
+            diagnostics=diagnostics,
         )

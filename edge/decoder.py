@@ -26,6 +26,7 @@ import can
 import cantools.database
 
 from edge.dbcload import load_dbc_files
+from edge.diagnostics.client import is_diagnostic_id
 from edge.integrity import IntegritySpec, integrity_specs
 from edge.mapping import SampleValueError, SignalMapping, default_mapping_path, load_mapping
 from roadwave.contract import INTEGRITY, MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, RANGE, STALE, Record, Value
@@ -52,21 +53,24 @@ Emit = Callable[[Record], None]
 class DecodeStats:
     """Counters of one bus, reconciling exactly::
 
-        frames_received == frames_decoded + frames_unknown + frames_integrity_failed
-                           + frames_malformed + frames_ignored
+        frames_received == frames_decoded + frames_unknown + frames_diagnostic
+                           + frames_integrity_failed + frames_malformed + frames_ignored
         samples_decoded + samples_stale == samples_emitted + samples_throttled + samples_invalid
 
-    Error and remote frames are ``ignored``; frames whose timestamp is not finite or
-    outside the decoder's time range are ``malformed``. Frames that fail their checksum or
-    counter check are decoded, but counted as ``integrity_failed`` and their
-    samples flagged. ``samples_flagged`` counts emitted samples that are not good;
-    ``samples_invalid`` those due for publication whose value does not fit the VSS
-    datatype (conversion only happens for samples that are published).
+    Frames the DBC does not name are ``diagnostic`` when their ID is OBD/UDS addressing
+    (0x7DF, 0x7E0-0x7EF, 29-bit 0x18DA/0x18DB...: a tester's requests and the ECUs'
+    answers), else ``unknown``. Error and remote frames are ``ignored``; frames whose
+    timestamp is not finite or outside the decoder's time range are ``malformed``. Frames
+    that fail their checksum or counter check are decoded, but counted as
+    ``integrity_failed`` and their samples flagged. ``samples_flagged`` counts emitted
+    samples that are not good; ``samples_invalid`` those due for publication whose value
+    does not fit the VSS datatype (conversion only happens for samples that are published).
     """
 
     frames_received: int = 0
     frames_decoded: int = 0
     frames_unknown: int = 0
+    frames_diagnostic: int = 0
     frames_integrity_failed: int = 0
     frames_malformed: int = 0
     frames_ignored: int = 0
@@ -196,7 +200,7 @@ class BusDecoder:
         self.next_check_ns = 0
 
     def decode(self, frame: can.Message) -> DecodedFrame | None:
-        """Decode and check a frame; None for unknown, malformed, error and remote frames."""
+        """Decode and check a frame; None for unknown, diagnostic, malformed, error and remote frames."""
         stats = self.stats
         stats.frames_received += 1
         if frame.is_error_frame or frame.is_remote_frame:
@@ -211,6 +215,9 @@ class BusDecoder:
             return None
         state = self._states.get((frame.arbitration_id, frame.is_extended_id))
         if state is None:
+            if is_diagnostic_id(frame.arbitration_id, frame.is_extended_id):
+                stats.frames_diagnostic += 1
+                return None
             stats.frames_unknown += 1
             if frame.arbitration_id not in stats.unknown_ids:
                 stats.unknown_ids.add(frame.arbitration_id)
@@ -342,6 +349,11 @@ class FrameDecoder:
         for mapping in mappings:
             signal = db.get_message_by_name(mapping.message).get_signal_by_name(mapping.signal)
             self._gates.setdefault(mapping.message, []).append(_SampleGate(mapping, signal))
+
+    @property
+    def vss_paths(self) -> frozenset[str]:
+        """The VSS paths the bus's mapping produces."""
+        return frozenset(gate.mapping.vss_path for gates in self._gates.values() for gate in gates)
 
     @classmethod
     def from_files(

@@ -1,4 +1,4 @@
-"""Store-and-forward of telemetry batches and event updates to the broker (MQTT QoS 1).
+"""Store-and-forward of telemetry batches, event updates and diagnostic reports to the broker (MQTT QoS 1).
 
 Every batch is encoded and stored in the on-disk spool (:class:`DiskQueue`)
 before it is offered to MQTT, and deleted only once the broker acknowledged
@@ -34,6 +34,7 @@ from roadwave.contract import (
     telemetry_topic,
     vehicle_topic,
 )
+from roadwave.contract.diagnostics import DiagnosticsReport, diagnostics_topic, encode_diagnostics
 from roadwave.contract.events import Event, encode_event, events_topic
 from roadwave.mqtt import Will
 from roadwave.spool import DiskQueue
@@ -59,6 +60,7 @@ class UplinkStats:
     spool_dropped: int = 0
     spool_depth: int = 0
     events_sent: int = 0
+    diagnostics_sent: int = 0
 
 
 class _RateLimit:
@@ -91,6 +93,8 @@ class TelemetryUplink:
         self._settings = settings
         self._topic = telemetry_topic(fleet, vin)
         self._events_topic = events_topic(fleet, vin)
+        self._diagnostics_topic = diagnostics_topic(fleet, vin)
+        self._compress = settings.compression == "zlib"
         self._rate = _RateLimit(settings.max_messages_per_s, max(1.0, settings.max_in_flight))
         self._in_flight: deque[tuple[paho.MQTTMessageInfo, int]] = deque()
         self._samples: dict[int, int] = {}
@@ -107,10 +111,9 @@ class TelemetryUplink:
 
     def send(self, records: list[Record], progress: Mapping[str, int] | None = None) -> None:
         """Store one batch durably (with ``progress`` positions) and wake the sender."""
-        compress = self._settings.compression == "zlib"
 
         def payload(seq: int) -> bytes:
-            return encode_telemetry(TelemetryBatch(self._vin, self._fleet, seq, records), compress)
+            return encode_telemetry(TelemetryBatch(self._vin, self._fleet, seq, records), self._compress)
 
         samples = sum(len(record.signals) for record in records)
         with self._lock:
@@ -121,11 +124,19 @@ class TelemetryUplink:
         self._wake.set()
 
     def send_event(self, event: Event) -> None:
-        """Store one event update durably and wake the sender: it does not wait for a telemetry batch."""
-        payload = encode_event(self._fleet, self._vin, event, self._settings.compression == "zlib")
-        with self._lock:
-            self._spool.put(self._events_topic, payload)
+        """Store one event update durably and send it without waiting for a telemetry batch."""
+        self._send_now(self._events_topic, encode_event(self._fleet, self._vin, event, self._compress))
         self.stats.events_sent += 1
+
+    def send_diagnostics(self, report: DiagnosticsReport) -> None:
+        """Store one diagnostic report durably and send it without waiting for a telemetry batch."""
+        payload = encode_diagnostics(self._fleet, self._vin, report, self._compress)
+        self._send_now(self._diagnostics_topic, payload)
+        self.stats.diagnostics_sent += 1
+
+    def _send_now(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            self._spool.put(topic, payload)
         self._wake.set()
 
     def publish_health(self, health: AgentHealth) -> paho.MQTTMessageInfo:

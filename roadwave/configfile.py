@@ -151,6 +151,10 @@ class Table:
             raise ConfigError(f"{self._key(key)} must be a path or a non-empty list of paths")
         return [(self.base_dir / item).resolve() for item in items]
 
+    def array(self, key: str, default: Any = ...) -> Any:
+        """A list setting; the caller checks its items (and names them with :meth:`error`)."""
+        return self._get(key, list, default)
+
     def mapping(self, key: str) -> dict[str, Any]:
         """A free-form inline table (for options handed to another library)."""
         return dict(self._get(key, dict, {}))

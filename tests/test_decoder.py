@@ -183,6 +183,7 @@ def test_stats_reconcile(db, decoder) -> None:
     assert s.frames_received == (
         s.frames_decoded
         + s.frames_unknown
+        + s.frames_diagnostic
         + s.frames_integrity_failed
         + s.frames_malformed
         + s.frames_ignored

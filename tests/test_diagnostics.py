@@ -7,7 +7,6 @@ hangs; assertions are on values and counts.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -34,6 +33,7 @@ from edge.diagnostics import (
     ResponseFormatError,
     obd,
 )
+from edge.diagnostics.agent import contract_report
 from edge.diagnostics.client import (
     DiagnosticClient,
     DiagnosticPoller,
@@ -66,6 +66,8 @@ from roadwave.sim.ecu import (
     OVERHEAT_C,
     DiagnosticState,
     EcuBehaviour,
+    EcuDriver,
+    Fault,
     SimulatedEcus,
 )
 from roadwave.sim.vehicle import Kinematics, VehicleModel
@@ -784,6 +786,64 @@ def test_state_rejects_bad_faults_and_values() -> None:
         state.weaken_battery(-1.0)
 
 
+@pytest.mark.parametrize(
+    ("text", "fault"),
+    [
+        ("misfire=3", Fault("misfire", 3.0)),
+        ("overheat@30", Fault("overheat", None, 30.0)),
+        ("battery=2.5@600", Fault("battery", 2.5, 600.0)),
+        ("brakes", Fault("brakes")),
+    ],
+)
+def test_faults_parse(text: str, fault: Fault) -> None:
+    assert Fault.parse(text) == fault
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "misfire",
+            "fault 'misfire': misfire needs a value (misfire=CYL, battery=DROP_V, overheat[=C], brakes)",
+        ),
+        ("brakes=1", "brakes takes no value"),
+        ("misfire=9", "cylinder must be an integer 1-8, got 9"),
+        ("misfire=2.5", "misfire needs a cylinder number 1-8, got 2.5"),
+        ("overheat=300", "coolant_c must be within [-40, 215], got 300.0"),
+        ("battery=x", "the value 'x' is not a number"),
+        ("tyres", "fault 'tyres': unknown kind 'tyres'; kinds: misfire=CYL"),
+        ("brakes@-1", "a fault's time must be a finite number of seconds >= 0, got -1.0"),
+        ("brakes@inf", "the time 'inf' is not a finite number"),
+    ],
+)
+def test_bad_faults_are_refused_when_parsed(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        Fault.parse(text)
+    assert message in str(error.value)
+
+
+def test_ecu_driver_follows_the_vehicle_injects_faults_and_ends_drive_cycles() -> None:
+    state = DiagnosticState()
+    driver = EcuDriver(state, [Fault("brakes", at_s=5.0), Fault("misfire", 4.0)], drive_cycle_s=10.0)
+    driver.advance(0.0, {"VehicleSpeed": 42.0, "CoolantTemp": 88.0, "HazardLights": 1})
+    assert (state.values.speed_kmh, state.values.coolant_c) == (42.0, 88.0)
+    assert DtcStatus.PENDING in (state.dtc_status(ENGINE.name, Dtc("P0304")) or DtcStatus(0))
+    assert state.dtc_status(BRAKES.name, BRAKE_WEAR_DTC) is None
+    driver.advance(0.5, {"VehicleSpeed": 50.0})  # within VALUE_UPDATE_S of the last update: kept for later
+    assert state.values.speed_kmh == 42.0
+    driver.advance(5.0, {"EngineSpeed": 2000.0})
+    assert (state.values.speed_kmh, state.values.engine_rpm, state.values.run_time_s) == (50.0, 2000.0, 5.0)
+    assert state.dtc_status(BRAKES.name, BRAKE_WEAR_DTC) is not None
+    driver.advance(10.0, {})
+    assert driver.drive_cycles == 1 and state.values.run_time_s == 0.0
+    confirmed = state.dtc_status(ENGINE.name, Dtc("P0304"))
+    assert confirmed is not None and DtcStatus.CONFIRMED in confirmed
+    driver.advance(35.0, {})  # a gap in the frames: every cycle it spans ends
+    assert driver.drive_cycles == 3 and state.values.run_time_s == 5.0
+    with pytest.raises(ValueError, match="drive_cycle_s must be a finite number of seconds > 0"):
+        EcuDriver(state, drive_cycle_s=0)
+
+
 # --- the poller --------------------------------------------------------------------------------
 
 
@@ -806,14 +866,10 @@ def test_poller_reads_periodically_and_at_once_when_the_mil_comes_on(car: Car) -
     assert {e.ecu for e in first.ecus} == {ENGINE_RX, BRAKES_RX}
     assert {r.name for r in second.readings} >= {"coolant_temperature", "control_module_voltage", "odometer"}
     assert second.count(ProblemKind.TIMEOUT) == 0 and not second.problems
-    view = json.loads(json.dumps(second.as_dict()))
-    brake = next(d for d in view["dtcs"] if d["code"] == "C0288")
-    assert (brake["ecu"], brake["source"], brake["description"]) == (
-        "0x7E9",
-        "uds_0x19_02",
-        DESCRIPTIONS["C0288"],
-    )
-    assert "test_failed" in brake["status"] and view["mil_on"] is True
+    wire = contract_report(second)
+    brake = next(d for d in wire.dtcs if d.code == "C0288")
+    assert (brake.ecu, brake.source, brake.description) == ("7E9", "uds_0x19_02", DESCRIPTIONS["C0288"])
+    assert "test_failed" in brake.status and wire.mil_on is True and wire.dtcs_complete
     assert reports.empty()
 
 
@@ -829,7 +885,7 @@ def test_poller_counts_problems_when_no_ecu_answers() -> None:
         notifier.stop()
         bus.shutdown()
     assert report.mil_on is None and report.readings == () and report.dtcs == ()
-    assert report.count(ProblemKind.TIMEOUT) == 2  # no OBD ECU, and the UDS target 0x7E0
+    assert report.count(ProblemKind.TIMEOUT) == 3  # no OBD ECU, and the UDS targets 0x7E0 and 0x7E1
 
 
 # --- interoperability with can-isotp, an independent ISO 15765-2 implementation ---------------

@@ -811,8 +811,9 @@ def can_frames(draw: st.DrawFn) -> can.Message:
 
 
 def assert_reconciled(stats: DecodeStats) -> None:
-    frames = stats.frames_decoded + stats.frames_unknown + stats.frames_integrity_failed
-    assert stats.frames_received == frames + stats.frames_malformed + stats.frames_ignored
+    known = stats.frames_decoded + stats.frames_integrity_failed + stats.frames_malformed
+    undecoded = stats.frames_unknown + stats.frames_diagnostic + stats.frames_ignored
+    assert stats.frames_received == known + undecoded
     samples_in = stats.samples_decoded + stats.samples_stale
     assert samples_in == stats.samples_emitted + stats.samples_throttled + stats.samples_invalid
 

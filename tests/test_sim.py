@@ -498,6 +498,23 @@ def test_cli_streams_to_channel_pattern(capsys: pytest.CaptureFixture[str]) -> N
         (["--channel", "vcan0"], "--channel and --realtime need --interface"),
         (["--interface", "virtual"], "--interface needs --channel"),
         (["--dbc", "/nonexistent/car.dbc"], "DBC file not found: /nonexistent/car.dbc"),
+        (["--ecus"], "--ecus needs --interface: the ECUs answer on the vehicles' buses"),
+        (["--fault", "0:brakes"], "--fault and --drive-cycle need --ecus"),
+        (["--drive-cycle", "30"], "--fault and --drive-cycle need --ecus"),
+        (
+            [
+                "--vehicles",
+                "2",
+                "--interface",
+                "virtual",
+                "--channel",
+                "c{i}",
+                "--ecus",
+                "--fault",
+                "2:brakes",
+            ],
+            "--fault for vehicle 2: the vehicles are numbered 0 to 1",
+        ),
     ],
 )
 def test_cli_argument_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -509,3 +526,21 @@ def test_cli_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _cli(["--duration", "-1"])
     assert "argument --duration: must be a number > 0, got '-1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("misfire=2", "expected VEHICLE:KIND[=VALUE][@SECONDS] with a vehicle index, e.g. 0:misfire=2"),
+        ("x:brakes", "expected VEHICLE:KIND[=VALUE][@SECONDS]"),
+        ("0:misfire=12", "fault 'misfire=12': cylinder must be an integer 1-8, got 12"),
+        (
+            "0:wipers",
+            "fault 'wipers': unknown kind 'wipers'; kinds: misfire=CYL, battery=DROP_V, overheat[=C], brakes",
+        ),
+    ],
+)
+def test_cli_rejects_bad_faults(fault: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _cli(["--interface", "virtual", "--channel", "c", "--ecus", "--fault", fault])
+    assert f"argument --fault: {message}" in capsys.readouterr().err

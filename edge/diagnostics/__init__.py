@@ -8,6 +8,8 @@ Modules:
   of modes 01, 03, 04 and 07.
 - :mod:`edge.diagnostics.client`: ISO-TP (ISO 15765-2) on a python-can bus, the
   request/response client and the periodic poller.
+- :mod:`edge.diagnostics.agent`: the agent's ``[diagnostics]`` settings, the poller run
+  for the agent's lifetime, and reports in the wire contract's form.
 
 The package's exceptions live here, so every module raises from one tree::
 

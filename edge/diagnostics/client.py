@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Generic, Self, TypeVar
 
 import can
 
@@ -67,6 +67,20 @@ PHYSICAL_REQUEST_IDS = range(0x7E0, 0x7E8)
 RESPONSE_IDS = range(0x7E8, 0x7F0)
 #: A physical response comes from the request ID + 8 (and flow control goes the other way).
 RESPONSE_OFFSET = 8
+#: The top 13 bits of 29-bit diagnostic IDs (ISO 15765-4): 0x18DA<target><source> for physical
+#: and 0x18DB<target><source> for functional addressing (0x18DB33F1: every OBD ECU).
+DIAGNOSTIC_29BIT_PREFIXES = frozenset({0x18DA, 0x18DB})
+
+
+def is_diagnostic_id(can_id: int, extended: bool) -> bool:
+    """Whether a CAN ID carries OBD/UDS requests or responses (ISO 15765-4 addressing).
+
+    11-bit: 0x7DF and 0x7E0-0x7EF; 29-bit: 0x18DAxxxx and 0x18DBxxxx.
+    """
+    if extended:
+        return can_id >> 16 in DIAGNOSTIC_29BIT_PREFIXES
+    return can_id == FUNCTIONAL_REQUEST_ID or PHYSICAL_REQUEST_IDS.start <= can_id < RESPONSE_IDS.stop
+
 
 # --- ISO-TP framing (ISO 15765-2) ---------------------------------------------------------
 
@@ -666,6 +680,11 @@ def _parse_readings(chunk: Collection[int], ecu: int, payload: bytes) -> list[Re
     ]
 
 
+#: How long the client waits for answers by default: ISO 15765-4 gives ECUs P2 = 50 ms; the
+#: rest leaves room for a loaded bus and host.
+DEFAULT_P2_S = 0.1
+
+
 class DiagnosticClient:
     """Sends diagnostic requests on ``bus`` and collects the answers, one request at a time.
 
@@ -683,7 +702,7 @@ class DiagnosticClient:
         notifier: can.Notifier,
         *,
         isotp: IsoTpConfig = IsoTpConfig(),
-        p2_s: float = 0.1,
+        p2_s: float = DEFAULT_P2_S,
         p2_star_s: float = 5.0,
     ) -> None:
         _check_seconds("p2_s", p2_s)
@@ -898,36 +917,45 @@ DEFAULT_PIDS = (0x04, 0x05, 0x0C, 0x0D, 0x1F, 0x2F, 0x31, 0x42, 0x5C, 0xA6)
 class PollerConfig:
     """What a read cycle reads and how often.
 
-    ``uds_targets`` are the physical request IDs (0x7E0-0x7E7) asked for 0x19 0x02;
-    ``rediscover_every`` repeats the ECU discovery (supported PIDs) every so many cycles.
+    ``uds_targets`` are the physical request IDs (0x7E0-0x7E7) asked for 0x19 0x02; the
+    default reads the engine (0x7E0) and the brake ECU (0x7E1), whose chassis codes OBD
+    modes 03/07 do not report. ``rediscover_every`` repeats the ECU discovery (supported
+    PIDs) every so many cycles. Error messages name the fields as the ``[diagnostics]``
+    configuration table does.
     """
 
     interval_s: float = 60.0
     pids: tuple[int, ...] = DEFAULT_PIDS
     obd_dtcs: bool = True
-    uds_targets: tuple[int, ...] = (0x7E0,)
+    uds_targets: tuple[int, ...] = (0x7E0, 0x7E1)
     uds_status_mask: int = int(DEFAULT_STATUS_MASK)
     rediscover_every: int = 10
 
     def __post_init__(self) -> None:
-        _check_seconds("PollerConfig.interval_s", self.interval_s, maximum=86_400.0)
-        unknown = [f"0x{pid:02X}" for pid in self.pids if pid not in obd.PIDS]
-        if unknown:
-            raise DiagnosticConfigError(
-                f"PollerConfig.pids: {unknown} are not PIDs roadwave decodes; choose from "
-                f"{[f'0x{p:02X}' for p in sorted(obd.PIDS)]}"
-            )
-        bad = [t for t in self.uds_targets if t not in PHYSICAL_REQUEST_IDS]
-        if bad:
-            raise DiagnosticConfigError(f"PollerConfig.uds_targets must be within 0x7E0-0x7E7, got {bad}")
+        _check_seconds("interval_s", self.interval_s, maximum=86_400.0)
+        for name, allowed, what in (
+            ("pids", obd.PIDS, f"PIDs roadwave decodes ({', '.join(_hex(p) for p in sorted(obd.PIDS))})"),
+            ("uds_targets", PHYSICAL_REQUEST_IDS, "physical request IDs 0x7E0-0x7E7"),
+        ):
+            values = getattr(self, name)
+            wrong = [_hex(value) for value in values if value not in allowed]
+            if wrong:
+                raise DiagnosticConfigError(f"{name}: {', '.join(wrong)} not among the {what}")
+            repeated = sorted({_hex(value) for value in values if values.count(value) > 1})
+            if repeated:
+                raise DiagnosticConfigError(f"{name}: {', '.join(repeated)} given more than once")
         if not isinstance(self.uds_status_mask, int) or not 0 < self.uds_status_mask <= 0xFF:
-            raise DiagnosticConfigError(
-                f"PollerConfig.uds_status_mask must be a byte 1-255, got {self.uds_status_mask!r}"
-            )
+            raise DiagnosticConfigError(f"uds_status_mask must be a byte 1-255, got {self.uds_status_mask!r}")
         if not isinstance(self.rediscover_every, int) or self.rediscover_every < 1:
             raise DiagnosticConfigError(
-                f"PollerConfig.rediscover_every must be an integer >= 1, got {self.rediscover_every!r}"
+                f"rediscover_every must be an integer >= 1, got {self.rediscover_every!r}"
             )
+
+
+def _hex(value: object) -> str:
+    """``0x0C`` for an integer; anything else as its repr."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    return f"0x{value:02X}" if is_int else repr(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -953,38 +981,6 @@ class DiagnosticReport:
 
     def count(self, kind: ProblemKind) -> int:
         return sum(problem.kind == kind for problem in self.problems)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready view; ECUs as "0x7E8", statuses as lists of bit names."""
-        return {
-            "t": self.t_ns,
-            "trigger": self.trigger,
-            "mil_on": self.mil_on,
-            "readings": [
-                {"ecu": f"0x{r.ecu:03X}", "pid": r.pid, "name": r.name, "value": r.value, "unit": r.unit}
-                for r in self.readings
-            ],
-            "dtcs": [
-                {
-                    "ecu": f"0x{d.ecu:03X}",
-                    "code": d.dtc.code,
-                    "failure_type": d.dtc.failure_type,
-                    "status": list(d.status.labels()),
-                    "source": d.source.value,
-                    "description": d.dtc.description,
-                }
-                for d in self.dtcs
-            ],
-            "problems": [
-                {
-                    "ecu": None if p.ecu is None else f"0x{p.ecu:03X}",
-                    "service": p.service,
-                    "kind": p.kind.value,
-                    "detail": p.detail,
-                }
-                for p in self.problems
-            ],
-        }
 
 
 @dataclass

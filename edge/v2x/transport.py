@@ -253,7 +253,9 @@ class MqttRelayTransport(V2xTransport):
     (``via_relay``), or straight to the tile topic. Subscribes to the ``(2 * radius + 1)**2`` tiles at
     ``subscribe_zoom`` around the vehicle and moves the subscriptions with it
     (subscribing to new tiles before leaving old ones); nothing is received before the
-    first position. QoS 0: a late V2X message is worth nothing, so none is queued.
+    first position. QoS 0: a late V2X message is worth nothing, so none is queued. A
+    packet larger than the relay forwards (:data:`roadwave.contract.v2x.MAX_PACKET_BYTES`)
+    did not come through it: it is counted in :attr:`oversize` and dropped unread.
     ``connect_timeout_s=None`` returns at once and connects in the background (a vehicle
     that starts out of coverage); until then ``send`` raises :class:`TransportError`.
     """
@@ -290,6 +292,8 @@ class MqttRelayTransport(V2xTransport):
         self._tiles: set[str] = set()
         self._pending: dict[int, set[str]] = {}  # SUBSCRIBE message id -> its tiles
         self._confirmed: set[str] = set()  # tiles the broker has acknowledged
+        #: Packets dropped for being larger than :data:`roadwave.contract.v2x.MAX_PACKET_BYTES`.
+        self.oversize = 0
 
     def _open(self) -> None:
         try:
@@ -362,6 +366,10 @@ class MqttRelayTransport(V2xTransport):
             self._acknowledged.notify_all()
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        if len(message.payload) > topics.MAX_PACKET_BYTES:
+            self.oversize += 1  # only paho's network thread writes it
+            LOGGER.debug("mqtt: dropped a packet of %d bytes on %s", len(message.payload), message.topic)
+            return
         self._deliver(bytes(message.payload))
 
     def _send(self, packet: bytes, route: PacketRoute) -> None:

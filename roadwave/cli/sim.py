@@ -1,4 +1,8 @@
-"""``roadwave sim``: simulate a fleet on a ring road and write or stream its CAN frames."""
+"""``roadwave sim``: simulate a fleet on a ring road and write or stream its CAN frames.
+
+With ``--ecus`` each vehicle's bus also carries its simulated engine and brake ECUs,
+answering OBD-II and UDS requests; ``--fault`` injects faults into them.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 
 import can
 
+from roadwave.sim.ecu import DRIVE_CYCLE_S, FAULT_USAGE, DiagnosticState, EcuDriver, Fault
 from roadwave.sim.fleet import (
     DEFAULT_DBC,
     BusSink,
@@ -99,7 +104,63 @@ def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         help="pace bus output at FACTOR x real time (default: as fast as possible)",
     )
     outputs.add_argument("--truth", type=Path, metavar="FILE", help="write one JSON line per frame")
+    diagnostics = parser.add_argument_group("diagnostics (with --interface)")
+    diagnostics.add_argument(
+        "--ecus",
+        action="store_true",
+        help="each vehicle's bus also carries its engine (0x7E0/0x7E8) and brake (0x7E1/0x7E9) ECUs, "
+        "answering OBD-II and UDS requests with values that follow the vehicle",
+    )
+    diagnostics.add_argument(
+        "--fault",
+        action="append",
+        type=_fault,
+        metavar="VEHICLE:KIND[=VALUE][@SECONDS]",
+        help=f"inject a fault into vehicle VEHICLE's ECUs (index from 0), from the start or SECONDS "
+        f"of simulated time after it; kinds: {FAULT_USAGE}; e.g. 0:misfire=2, 1:brakes@30 (repeatable)",
+    )
+    diagnostics.add_argument(
+        "--drive-cycle",
+        type=_number(float, 0, False),
+        metavar="SECONDS",
+        help=f"simulated seconds per drive cycle: a fault lasting into the next cycle is confirmed "
+        f"and lights the MIL (default: {DRIVE_CYCLE_S:g})",
+    )
     parser.set_defaults(func=main)
+
+
+def _fault(text: str) -> tuple[int, Fault]:
+    """An argparse type: ``VEHICLE:KIND[=VALUE][@SECONDS]``."""
+    vehicle, colon, spec = text.partition(":")
+    if not colon or not vehicle.strip().isdigit():
+        raise argparse.ArgumentTypeError(
+            f"expected VEHICLE:KIND[=VALUE][@SECONDS] with a vehicle index, e.g. 0:misfire=2; got {text!r}"
+        )
+    try:
+        return int(vehicle), Fault.parse(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _ecu_drivers(args: argparse.Namespace) -> list[EcuDriver]:
+    """One ECU driver per vehicle with its faults (none without --ecus), or raise ValueError."""
+    faults: list[tuple[int, Fault]] = args.fault or []
+    if not args.ecus:
+        if faults or args.drive_cycle is not None:
+            raise ValueError("--fault and --drive-cycle need --ecus")
+        return []
+    if args.interface is None:
+        raise ValueError("--ecus needs --interface: the ECUs answer on the vehicles' buses")
+    for vehicle, _ in faults:
+        if vehicle >= args.vehicles:
+            raise ValueError(
+                f"--fault for vehicle {vehicle}: the vehicles are numbered 0 to {args.vehicles - 1}"
+            )
+    drive_cycle_s = DRIVE_CYCLE_S if args.drive_cycle is None else args.drive_cycle
+    return [
+        EcuDriver(DiagnosticState(), [fault for index, fault in faults if index == vehicle], drive_cycle_s)
+        for vehicle in range(args.vehicles)
+    ]
 
 
 def _channels(args: argparse.Namespace) -> list[str]:
@@ -125,6 +186,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the simulation with the outputs chosen in ``args``."""
     try:
         channels = _channels(args)
+        ecus = _ecu_drivers(args)
         if not args.dbc.is_file():
             raise ValueError(f"DBC file not found: {args.dbc}")
         options: dict[str, Any] = {}
@@ -155,9 +217,8 @@ def main(args: argparse.Namespace) -> int:
             if channels:
                 # SocketCAN only passes CAN FD frames on sockets opened for FD.
                 bus_options = {"fd": True} if args.interface == "socketcan" else {}
-                sinks.append(
-                    stack.enter_context(BusSink(sim, args.interface, channels, args.realtime, **bus_options))
-                )
+                sink = BusSink(sim, args.interface, channels, args.realtime, ecus, **bus_options)
+                sinks.append(stack.enter_context(sink))
             stats = run(sim, sinks)
         except (OSError, can.CanError, ValueError) as error:
             print(f"roadwave sim: error: {error}", file=sys.stderr)

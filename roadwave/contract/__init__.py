@@ -513,7 +513,8 @@ class AgentHealth:
     """An edge agent's counters, published retained on ``.../{vin}/health`` (QoS 1).
 
     ``buses`` maps each bus name to its decoding counters, ``uplink`` holds the
-    MQTT counters; ``t_ns`` is the agent's wall-clock time of the report.
+    MQTT counters, ``diagnostics`` the diagnostic poller's (None when it is off);
+    ``t_ns`` is the agent's wall-clock time of the report.
     """
 
     vin: str
@@ -522,6 +523,7 @@ class AgentHealth:
     uptime_s: float
     buses: dict[str, dict[str, int]]
     uplink: dict[str, int]
+    diagnostics: dict[str, int] | None = None
 
 
 def encode_health(health: AgentHealth) -> bytes:
@@ -535,6 +537,8 @@ def encode_health(health: AgentHealth) -> bytes:
         "buses": health.buses,
         "uplink": health.uplink,
     }
+    if health.diagnostics is not None:
+        document["diagnostics"] = health.diagnostics
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -575,6 +579,9 @@ def decode_health(topic: str, payload: bytes) -> AgentHealth:
         uptime_s=float(uptime_s),
         buses={name: read_counters(counters, f"health bus {name}") for name, counters in buses.items()},
         uplink=read_counters(read_field(document, "uplink", dict, where="health"), "health uplink"),
+        diagnostics=None
+        if document.get("diagnostics") is None
+        else read_counters(document["diagnostics"], "health diagnostics"),
     )
 
 

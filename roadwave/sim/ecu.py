@@ -17,6 +17,10 @@ docs/diagnostics.md):
 - overheating engine: PID 0x05 rises; P0217 above :data:`OVERHEAT_C`;
 - worn brakes: C0288 in the brake ECU (not emission-related, so UDS only).
 
+:class:`Fault` is one such fault as ``roadwave sim --fault`` gives it, and
+:class:`EcuDriver` keeps a state in step with a simulated vehicle: live values from its
+signals, faults when they are due, a new drive cycle every :data:`DRIVE_CYCLE_S`.
+
 Example, next to a client on the same virtual channel::
 
     with SimulatedEcus.open("virtual", "car0") as ecus:
@@ -31,7 +35,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from types import TracebackType
 from typing import Any, Self
@@ -322,9 +326,10 @@ class DiagnosticState:
             self._run_monitors()
 
     def weaken_battery(self, drop_v: float) -> None:
-        """The control module voltage reads ``drop_v`` below the live battery value."""
-        if not isinstance(drop_v, int | float) or not 0 <= drop_v <= self._values.battery_v:
-            raise ValueError(f"drop_v must be within [0, {self._values.battery_v:g}] V, got {drop_v!r}")
+        """The control module voltage reads ``drop_v`` below the live battery value (at least 0 V)."""
+        high = PIDS[0x42].maximum
+        if not isinstance(drop_v, int | float) or not 0 <= drop_v <= high:
+            raise ValueError(f"drop_v must be within [0, {high:g}] V, got {drop_v!r}")
         with self._lock:
             self._battery_drop_v = float(drop_v)
             self._run_monitors()
@@ -592,3 +597,125 @@ class SimulatedEcus:
 
     def _send(self, ecu: EcuSpec, payload: bytes) -> None:
         self.endpoint.send(ecu.response_id, payload, flow_control_from=ecu.request_id)
+
+
+# --- driving the ECUs from a simulation -------------------------------------------------------
+
+#: Simulated seconds per drive cycle when a simulation drives the ECUs: a fault present
+#: from the start is pending in the first minute and confirmed (MIL on) in the second.
+#: Real drive cycles are trips (engine start to stop); a minute keeps demos short.
+DRIVE_CYCLE_S = 60.0
+#: Simulated seconds between two updates of the live values from the vehicle's signals.
+VALUE_UPDATE_S = 1.0
+#: Fault kinds as ``--fault`` writes them (``[...]``: optional).
+FAULT_USAGE = "misfire=CYL, battery=DROP_V, overheat[=C], brakes"
+FAULTS_WITH_VALUE = frozenset({"misfire", "battery"})
+FAULTS_WITHOUT_VALUE = frozenset({"brakes"})
+FAULT_KINDS = FAULTS_WITH_VALUE | FAULTS_WITHOUT_VALUE | {"overheat"}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A fault injected ``at_s`` simulated seconds after the start.
+
+    ``misfire`` takes the cylinder, ``battery`` the voltage drop (V), ``overheat``
+    optionally the coolant temperature (degC, default that of
+    :meth:`DiagnosticState.overheat`); ``brakes`` takes none. Values are checked by
+    applying the fault to a fresh :class:`DiagnosticState`, so they cannot fail later.
+    """
+
+    kind: str
+    value: float | None = None
+    at_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; kinds: {FAULT_USAGE}")
+        if self.value is None and self.kind in FAULTS_WITH_VALUE:
+            raise ValueError(f"{self.kind} needs a value ({FAULT_USAGE})")
+        if self.value is not None and self.kind in FAULTS_WITHOUT_VALUE:
+            raise ValueError(f"{self.kind} takes no value")
+        if not isinstance(self.at_s, int | float) or not 0 <= self.at_s < math.inf:
+            raise ValueError(f"a fault's time must be a finite number of seconds >= 0, got {self.at_s!r}")
+        self.apply(DiagnosticState())
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        """Read ``KIND[=VALUE][@SECONDS]``, e.g. ``misfire=3``, ``overheat@30``, ``battery=2.5@600``."""
+        head, at_sign, at = text.partition("@")
+        kind, equals, value = head.partition("=")
+        try:
+            return cls(
+                kind.strip(),
+                _fault_number(value, "value") if equals else None,
+                _fault_number(at, "time") if at_sign else 0.0,
+            )
+        except ValueError as exc:
+            raise ValueError(f"fault {text!r}: {exc}") from None
+
+    def apply(self, state: DiagnosticState) -> None:
+        if self.kind == "misfire":
+            cylinder = self.value
+            if cylinder is None or not float(cylinder).is_integer():
+                raise ValueError(f"misfire needs a cylinder number 1-{CYLINDERS}, got {cylinder!r}")
+            state.inject_misfire(int(cylinder))
+        elif self.kind == "battery":
+            assert self.value is not None
+            state.weaken_battery(self.value)
+        elif self.kind == "overheat":
+            if self.value is None:
+                state.overheat()
+            else:
+                state.overheat(self.value)
+        else:
+            state.wear_brakes()
+
+
+def _fault_number(text: str, what: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"the {what} {text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"the {what} {text!r} is not a finite number")
+    return number
+
+
+class EcuDriver:
+    """Keeps a :class:`DiagnosticState` in step with one simulated vehicle.
+
+    :meth:`advance` takes each frame's time and values: live values follow the vehicle's
+    signals (every :data:`VALUE_UPDATE_S`), faults are injected when due, and a drive
+    cycle ends every ``drive_cycle_s``, so a lasting fault becomes confirmed.
+    """
+
+    def __init__(
+        self, state: DiagnosticState, faults: Iterable[Fault] = (), drive_cycle_s: float = DRIVE_CYCLE_S
+    ) -> None:
+        if not isinstance(drive_cycle_s, int | float) or not 0 < drive_cycle_s < math.inf:
+            raise ValueError(f"drive_cycle_s must be a finite number of seconds > 0, got {drive_cycle_s!r}")
+        self.state = state
+        self._faults = sorted(faults, key=lambda fault: fault.at_s)
+        self._drive_cycle_s = float(drive_cycle_s)
+        self._cycles = 0
+        self._signals: dict[str, Any] = {}
+        self._next_update_s = 0.0
+
+    @property
+    def drive_cycles(self) -> int:
+        """Drive cycles ended so far."""
+        return self._cycles
+
+    def advance(self, t_s: float, signals: Mapping[str, Any]) -> None:
+        """The vehicle ``t_s`` simulated seconds after the start, with (some of) its signals."""
+        self._signals.update((name, signals[name]) for name in SIGNAL_FIELDS.keys() & signals.keys())
+        while self._faults and self._faults[0].at_s <= t_s:
+            self._faults.pop(0).apply(self.state)
+        due = int(t_s // self._drive_cycle_s)
+        while self._cycles < due:
+            self.state.next_drive_cycle()
+            self._cycles += 1
+        if t_s >= self._next_update_s:
+            self.state.update_from_signals(self._signals)
+            self.state.update(run_time_s=t_s - self._cycles * self._drive_cycle_s)
+            self._next_update_s = t_s + VALUE_UPDATE_S

@@ -31,6 +31,7 @@ from cantools.database.can import Signal as DbcSignal
 
 from edge.integrity import IntegritySpec, integrity_specs
 from roadwave import REFERENCE_DBC
+from roadwave.sim.ecu import EcuDriver, SimulatedEcus
 from roadwave.sim.traffic import SUGIYAMA_CARS, IDMParameters, RingParameters, RingTraffic
 from roadwave.sim.vehicle import (
     Kinematics,
@@ -451,7 +452,9 @@ class BusSink(FrameSink):
     """Send each vehicle's frames on its own python-can bus, optionally paced in real time.
 
     ``realtime`` is the speed-up factor (1.0: real time, 10.0: ten times faster); None sends
-    as fast as the buses accept. ``bus_kwargs`` go to every ``can.Bus``.
+    as fast as the buses accept. ``ecus``, one :class:`EcuDriver` per vehicle, puts that
+    vehicle's simulated ECUs on its bus, answering diagnostic requests until :meth:`close`;
+    each frame advances them. ``bus_kwargs`` go to every ``can.Bus``.
     """
 
     def __init__(
@@ -460,13 +463,16 @@ class BusSink(FrameSink):
         interface: str,
         channels: Sequence[str],
         realtime: float | None = None,
+        ecus: Sequence[EcuDriver] = (),
         **bus_kwargs: Any,
     ) -> None:
-        if len(channels) != sim.config.vehicles:
+        vehicles = sim.config.vehicles
+        if len(channels) != vehicles:
             raise ValueError(
-                f"{sim.config.vehicles} vehicle(s) need as many channels, "
-                f"got {len(channels)}: {list(channels)}"
+                f"{vehicles} vehicle(s) need as many channels, got {len(channels)}: {list(channels)}"
             )
+        if ecus and len(ecus) != vehicles:
+            raise ValueError(f"{vehicles} vehicle(s) need as many ECU drivers, got {len(ecus)}")
         if realtime is not None and not (math.isfinite(realtime) and realtime > 0):
             raise ValueError(f"realtime must be None or a finite factor > 0, got {realtime!r}")
         if len(set(channels)) != len(channels):
@@ -475,6 +481,8 @@ class BusSink(FrameSink):
         self._realtime = realtime
         self._wall_start: float | None = None
         self._buses: list[can.BusABC] = []
+        self._drivers = list(ecus)
+        self._ecus: list[SimulatedEcus] = []
         for channel in channels:
             try:
                 self._buses.append(can.Bus(interface=interface, channel=channel, **bus_kwargs))
@@ -483,6 +491,9 @@ class BusSink(FrameSink):
                 raise can.CanInitializationError(
                     f"cannot open {interface} channel {channel!r}: {error}"
                 ) from error
+        for bus, driver in zip(self._buses, self._drivers, strict=False):
+            self._ecus.append(SimulatedEcus(bus, driver.state))
+            self._ecus[-1].start()
 
     def write(self, frame: SimFrame) -> None:
         if self._realtime is not None:
@@ -492,9 +503,13 @@ class BusSink(FrameSink):
             delay = self._wall_start + (frame.timestamp - self._start) / self._realtime - now
             if delay > 0:
                 time.sleep(delay)
+        if self._drivers:
+            self._drivers[frame.vehicle].advance(frame.timestamp - self._start, frame.values)
         self._buses[frame.vehicle].send(frame.message)
 
     def close(self) -> None:
+        for ecus in self._ecus:
+            ecus.stop()
         for bus in self._buses:
             bus.shutdown()
 
