@@ -33,6 +33,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+from roadwave import pki
+from roadwave.acl import write_acl
+from roadwave.registry import FleetRegistry
+
 __all__ = [
     "ExecutableNotFoundError",
     "InfluxDB1",
@@ -42,6 +46,8 @@ __all__ = [
     "PortInUseError",
     "ServiceError",
     "free_port",
+    "mosquitto_config",
+    "write_broker_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,8 @@ _PORT_ATTEMPTS = 3
 _POLL_INTERVAL_S = 0.02
 _LOG_TAIL_LINES = 15
 _RPC_HOST = "127.0.0.1"
+#: What Mosquitto logs when SIGHUP makes it read its files again.
+_RELOAD_MARKER = "Reloading config"
 # Loopback HTTP must never go through a proxy configured in the environment.
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # Children still running, by pid, so the atexit hook can stop them.
@@ -366,6 +374,67 @@ class MosquittoTls:
         ]
 
 
+def write_broker_files(
+    fleet_pki: pki.FleetPki,
+    registry: FleetRegistry,
+    broker: str,
+    out: Path,
+    *,
+    paths_as: Path | None = None,
+    owner: str | None = None,
+    client_id_from_identity: bool = False,
+) -> MosquittoTls:
+    """Put what a TLS broker reads into ``out``; return the settings that name those files.
+
+    ``out`` receives ``ca.pem``, ``broker.pem``, ``broker.key`` (0600, given to ``owner``,
+    ``user`` or ``user:group``, if set), ``crl.pem`` and the ``acl`` generated from
+    ``registry``. ``paths_as`` is ``out`` as the broker sees it (e.g. in a container). Both
+    ``roadwave pki broker-config`` and the pipeline's own broker are configured by this.
+
+    Raises:
+        PkiError: ``broker`` has no valid broker certificate, or its key was made
+            elsewhere, or ``owner`` cannot be given the key.
+        MosquittoConfigError: a path that cannot go into a Mosquitto configuration.
+    """
+    pki.check_identity(pki.BROKER, broker)
+    record = next(
+        (r for r in fleet_pki.certificates() if r.identity == broker and r.status() == "valid"), None
+    )
+    if record is None or record.role != pki.BROKER:
+        raise pki.PkiError(
+            f"no valid broker certificate for {broker!r}: issue one with "
+            f"`roadwave pki issue --dir {fleet_pki.directory} --role broker {broker}`"
+        )
+    bundle = fleet_pki.bundle(broker)
+    if bundle.key_file is None:
+        raise pki.PkiError(
+            f"the key of {broker!r} was made elsewhere (issued from a request): "
+            "write the configuration where the key is, or issue the broker's certificate here"
+        )
+    seen = paths_as if paths_as is not None else out.resolve()
+    tls = MosquittoTls(
+        ca_file=seen / "ca.pem",
+        cert_file=seen / "broker.pem",
+        key_file=seen / "broker.key",
+        crl_file=seen / "crl.pem",
+        acl_file=seen / "acl",
+        client_id_from_identity=client_id_from_identity,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(fleet_pki.ca_file, out / "ca.pem")
+    shutil.copyfile(bundle.cert_file, out / "broker.pem")
+    shutil.copyfile(fleet_pki.crl_file, out / "crl.pem")
+    pki.write_file_atomically(out / "broker.key", bundle.key_file.read_bytes(), 0o600)
+    if owner:
+        user, _, group = owner.partition(":")
+        try:
+            shutil.chown(out / "broker.key", user, group or None)
+        except (LookupError, PermissionError) as exc:
+            raise pki.PkiError(f"owner {owner!r}: cannot give it the broker's key ({exc})") from exc
+    write_acl(registry, out / "acl")
+    return tls
+
+
 def _config_value(name: str, value: str) -> str:
     """A value for a ``key value`` line: one line, no surrounding blanks (Mosquitto trims them)."""
     if not value or value != value.strip() or any(char in value for char in "\r\n\0"):
@@ -433,11 +502,25 @@ class Mosquitto(_ChildServer):
         super().__init__(workdir, port, host, executable, start_timeout, stop_timeout)
         self.tls = tls
 
-    def reload(self) -> None:
-        """Ask the running broker to reload its configuration (SIGHUP), e.g. after a new CRL."""
+    def reload(self, timeout_s: float = 10.0) -> None:
+        """Make the running broker reload its configuration, certificates, CRL and ACL (SIGHUP).
+
+        Returns once the broker logs that it reloads. It does so in its only thread,
+        between two rounds of network work, so whatever a client does afterwards meets
+        the new files.
+        """
         if self._proc is None or not self.running:
             raise ServiceError(f"{self.name} is not running: nothing to reload")
+        before = self._read_log().count(_RELOAD_MARKER)
         os.kill(self._proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout_s
+        while self._read_log().count(_RELOAD_MARKER) <= before:
+            if time.monotonic() > deadline or not self.running:
+                raise ServiceError(
+                    f"{self.name} did not reload within {timeout_s:g} s; last lines of "
+                    f"{self.log_path}:\n{self._log_tail()}"
+                )
+            time.sleep(_POLL_INTERVAL_S)
 
     def _render_config(self) -> str:
         # As root, mosquitto would otherwise switch to the `mosquitto` user,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -43,14 +44,40 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Mosquitto started on 127.0.0.1:" in out and "InfluxDB 1." in out
+    assert "TLS only, client certificates of the fleet CA required" in out
+    assert f"fleet PKI (CA, certificates, CRL) in {tmp_path / 'pki'}" in out
     frames = re.search(r"CAN frames\s+(\d+) simulated, (\d+) decoded", out)
     samples = re.search(r"samples\s+(\d+) published, (\d+) stored", out)
     assert frames and frames.group(1) == frames.group(2) == str(2 * 5 * 480)
     assert samples and samples.group(1) == samples.group(2) and int(samples.group(1)) > 0
     assert "rejected payloads   0" in out
     assert len(re.findall(r"^  RWDEM\w{12} ", out, re.MULTILINE)) == 2
-    assert (tmp_path / "ingest.toml").is_file() and len(list(tmp_path.glob("edge-*.toml"))) == 2
+    assert re.search(r"isolation\s+isolated: (\w{17}) received 0 of (\w{17})'s messages; 0 it published", out)
+    # The broker ran the deployment's configuration; every party had its own certificate.
+    broker_config = (tmp_path / "mosquitto" / "mosquitto.conf").read_text()
+    for line in ("require_certificate true", "use_identity_as_username true", "allow_anonymous false"):
+        assert line in broker_config
+    configs = [tmp_path / "ingest.toml", *tmp_path.glob("edge-*.toml")]
+    assert len(configs) == 3
+    for config in configs:
+        mqtt = tomllib.loads(config.read_text())["mqtt"]
+        assert Path(mqtt["cert_file"]).parent.parent == tmp_path / "pki" / "issued"
+        assert Path(mqtt["ca_file"]).is_file() and Path(mqtt["key_file"]).is_file()
     assert processes_under(tmp_path) == []
+
+
+def test_demo_with_plain_mqtt_says_so_and_skips_the_isolation_check(tmp_path) -> None:
+    result = subprocess.run(
+        roadwave("demo", "--vehicles", "2", "--duration", "2", "--warmup", "0", "--plain-mqtt")
+        + ["--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "plain MQTT, anonymous access" in result.stdout
+    assert re.search(r"isolation\s+not checked", result.stdout)
+    assert "cert_file" not in (tmp_path / "ingest.toml").read_text() and not (tmp_path / "pki").exists()
 
 
 def test_demo_explains_an_unreachable_database(tmp_path) -> None:

@@ -1,7 +1,9 @@
 """End to end through real processes: simulator -> edge agents -> Mosquitto -> ingest -> InfluxDB.
 
-The simulator's ground truth is compared with what InfluxDB holds afterwards, and an
-independent MQTT subscriber records what the agents actually published.
+The pipeline runs its own broker as a fleet deploys it (TLS only, a client certificate
+per vehicle and service, the ACL of the fleet registry). The simulator's ground truth is
+compared with what InfluxDB holds afterwards, and an independent MQTT subscriber records
+what the agents actually published.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import cantools
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 from samples import Key, stored_samples
+from waiting import WAIT_S
 
 from cloud.deadletter import DeadLetterStore
+from roadwave.acl import render_acl
 from roadwave.contract import (
     INTEGER_RANGES,
     TELEMETRY_SUBSCRIPTION,
@@ -26,7 +29,10 @@ from roadwave.contract import (
     decode_telemetry,
     telemetry_topic,
 )
-from roadwave.pipeline import DEFAULT_DBC, Endpoints, Pipeline
+from roadwave.mqtt import MqttConnectError, MqttSettings, connect
+from roadwave.pipeline import ALERTS_SERVICE, DEFAULT_DBC, IsolationReport, Pipeline
+from roadwave.registry import FleetRegistry
+from roadwave.sim.fleet import make_vin
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +45,18 @@ UNKNOWN_ID = 0x7AB
 class Tap:
     """An independent subscriber that keeps every telemetry sample it sees, with its quality."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, settings: MqttSettings) -> None:
         self.samples: dict[Key, tuple[object, str | None]] = {}
         self.sample_count = 0
         self.rejected = 0
         self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="e2e-tap")
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.connect(host, port)
-        self.client.subscribe(TELEMETRY_SUBSCRIPTION, qos=1)
-        self.client.loop_start()
-        assert self._subscribed.wait(10)
+        self.client = connect(
+            settings,
+            "e2e-tap",
+            subscriptions=[(TELEMETRY_SUBSCRIPTION, 1)],
+            on_message=self._on_message,
+            timeout_s=WAIT_S,
+        )
 
     def _on_message(self, _client, _userdata, message: paho.MQTTMessage) -> None:
         try:
@@ -94,21 +99,31 @@ def inject_bad_frames(log: Path) -> int:
 
 @pytest.fixture
 def pipeline(mosquitto, influxdb, influx_database, tmp_path) -> Iterator[Pipeline]:
-    endpoints = Endpoints(mosquitto.host, mosquitto.port, influxdb.url, influx_database)
-    with Pipeline(tmp_path, endpoints, fleet="e2e") as pipeline:
+    # ``mosquitto`` is not used: asking for it skips (or fails) the test when no broker is installed.
+    with Pipeline.with_own_broker(tmp_path, influxdb.url, influx_database, fleet="e2e") as pipeline:
         yield pipeline
 
 
-def test_every_published_sample_lands_once_with_frame_time_and_true_value(pipeline, mosquitto) -> None:
+def publish_as(pipeline: Pipeline, identity: str, topic: str, payload: bytes) -> None:
+    """Publish one message with ``identity``'s certificate, acknowledged by the broker."""
+    client = connect(pipeline.endpoints.mqtt_settings(identity), f"e2e-{identity}-once", timeout_s=WAIT_S)
+    try:
+        client.publish(topic, payload, qos=1).wait_for_publish(WAIT_S)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_every_published_sample_lands_once_with_frame_time_and_true_value(pipeline) -> None:
     sim = pipeline.simulate(VEHICLES, DURATION_S, seed=11, start_time=START)
     first_vin = next(iter(sim.logs))
     bad_frames = inject_bad_frames(sim.logs[first_vin])
     pipeline.start_ingest()
-    tap = Tap(mosquitto.host, mosquitto.port)
+    tap = Tap(pipeline.endpoints.mqtt_settings(ALERTS_SERVICE))  # the alerts service reads all telemetry
     try:
         # A malformed payload in the middle of the traffic must not disturb anything else.
         poison = b'{"v": 1, "vin": "' + first_vin.encode() + b'", "records": "oops"}'
-        tap.client.publish(telemetry_topic("e2e", first_vin), poison, qos=1).wait_for_publish(10)
+        publish_as(pipeline, first_vin, telemetry_topic("e2e", first_vin), poison)
         reports = pipeline.run_agents(sim.logs)
         published = sum(report["uplink"]["samples_acked"] for report in reports)
         assert pipeline.wait_stored(published) == published
@@ -260,3 +275,30 @@ def compare_with_ground_truth(stored: dict[Key, object], truth_path: Path) -> Gr
         truth.check(key, value, *truth.samples[key])
     assert {key[3] for key in stored} == truth.paths
     return truth
+
+
+def test_the_pipeline_broker_takes_only_fleet_certificates_and_keeps_vehicles_apart(pipeline) -> None:
+    endpoints = pipeline.endpoints
+    assert endpoints.tls and pipeline.broker is not None
+    intruder, victim = make_vin(7, 0), make_vin(7, 1)
+    pipeline.broker.register([intruder, victim])
+    assert pipeline.check_isolation(intruder, victim) == IsolationReport(intruder, victim, 0, 0, control=True)
+    plain = MqttSettings(host=endpoints.mqtt_host, port=endpoints.mqtt_port)
+    anonymous = MqttSettings(
+        host=endpoints.mqtt_host, port=endpoints.mqtt_port, ca_file=endpoints.mqtt_settings(victim).ca_file
+    )
+    for settings in (plain, anonymous):
+        with pytest.raises(MqttConnectError):
+            connect(settings, "e2e-without-certificate", timeout_s=WAIT_S)
+    # The check sees a breach: an ACL that lets the intruder read and write every vehicle topic.
+    registry = FleetRegistry.load(pipeline.broker.registry_file)
+    tls = pipeline.broker.server.tls
+    assert tls is not None
+    tls.acl_file.write_text(
+        render_acl(registry).replace(
+            f"user {intruder}\n", f"user {intruder}\ntopic readwrite roadwave/v1/#\n"
+        )
+    )
+    pipeline.broker.server.reload()
+    breach = pipeline.check_isolation(intruder, victim)
+    assert (breach.read, breach.forged, breach.isolated) == (1, 1, False)

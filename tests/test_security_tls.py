@@ -35,7 +35,7 @@ from roadwave.contract import TELEMETRY_SUBSCRIPTION, shared_subscription, telem
 from roadwave.contract.v2x import UPLOAD_SUBSCRIPTION, tile_filter, tile_topic, upload_topic
 from roadwave.mqtt import MqttConnectError, MqttSettings, MqttTlsError, connect
 from roadwave.registry import FleetRegistry, RegistryError
-from roadwave.services import Mosquitto, MosquittoConfigError, MosquittoTls, free_port
+from roadwave.services import Mosquitto, MosquittoConfigError, MosquittoTls, free_port, write_broker_files
 
 N1, N2, S1 = "RWTLS0N0RTH000001", "RWTLS0N0RTH000002", "RWTLS0S0UTH000001"
 BROKER = "broker.fleet.test"
@@ -102,12 +102,17 @@ class Fleet:
             files.update(cert_file=bundle.cert_file, key_file=bundle.key_file)
         return MqttSettings(host=self.broker.host, port=self.broker.port, **{**files, **changes})
 
-    def reload(self, count: int) -> None:
-        """SIGHUP the broker and wait until it has reloaded for the ``count``-th time."""
-        broker = self.broker
-        assert broker is not None
-        broker.reload()
-        wait_for(lambda: broker.log_path.read_text().count("Reloading config") == count, "the reload")
+    def reload(self, registry: FleetRegistry | None = None) -> None:
+        """Write the broker's files again (CRL, ACL of ``registry``: default the fleet's) and reload it."""
+        assert self.broker is not None
+        write_broker_files(
+            self.pki,
+            registry or self.registry,
+            BROKER,
+            self.broker.workdir,
+            client_id_from_identity=self.tls.client_id_from_identity,
+        )
+        self.broker.reload()
 
     def connect(
         self, identity: str | None, *filters: str, settings: MqttSettings | None = None, client_id: str = ""
@@ -161,23 +166,20 @@ class Inbox(queue.Queue[tuple[str, bytes, bool]]):
         return received
 
 
-def make_fleet(root: Path, **tls_options: Any) -> Fleet:
-    """A PKI in ``root`` with a certificate for every identity of :data:`REGISTRY`, and the ACL."""
+def make_fleet(root: Path, *, client_id_from_identity: bool = False) -> Fleet:
+    """A PKI in ``root`` with a certificate for every identity of :data:`REGISTRY`, and the broker's files.
+
+    The files (certificates, CRL, ACL) go into ``root/broker``, the broker's working folder,
+    written by the code behind ``roadwave pki broker-config``.
+    """
     fleet_pki = pki.FleetPki.init(root / "pki", permitted_names=["fleet.test", "localhost", "127.0.0.0/8"])
     (root / "fleet.toml").write_text(REGISTRY, encoding="utf-8")
     registry = FleetRegistry.load(root / "fleet.toml")
     for identity, role in registry.roles().items():
         fleet_pki.issue(role, identity)
     fleet_pki.issue(pki.BROKER, BROKER)
-    broker = fleet_pki.bundle(BROKER)
-    assert broker.key_file is not None
-    tls = MosquittoTls(
-        ca_file=fleet_pki.ca_file,
-        cert_file=broker.cert_file,
-        key_file=broker.key_file,
-        crl_file=fleet_pki.crl_file,
-        acl_file=acl.write_acl(registry, root / "acl"),
-        **tls_options,
+    tls = write_broker_files(
+        fleet_pki, registry, BROKER, root / "broker", client_id_from_identity=client_id_from_identity
     )
     return Fleet(root, fleet_pki, registry, tls)
 
@@ -203,8 +205,8 @@ def own_fleet(
     """A fresh fleet and broker for a test that revokes, reloads or configures differently."""
     made: list[Fleet] = []
 
-    def make(**tls_options: Any) -> Fleet:
-        new = make_fleet(tmp_path / f"fleet{len(made)}", **tls_options)
+    def make(**options: Any) -> Fleet:
+        new = make_fleet(tmp_path / f"fleet{len(made)}", **options)
         new.broker = start_server(Mosquitto(new.root / "broker", tls=new.tls))
         made.append(new)
         return new
@@ -403,7 +405,7 @@ def test_a_revoked_certificate_is_refused_once_the_broker_reloads_the_crl(
     connected = fleet.connect(N2)
     fleet.pki.revoke_identity(N2, "keyCompromise")
     fleet.connect(N2)  # documented limitation: the CRL is read at start and on SIGHUP only
-    fleet.reload(1)
+    fleet.reload()
     with pytest.raises(MqttConnectError, match="closed the connection before accepting it"):
         fleet.connect(N2)  # the TLS alert says "certificate revoked" when it wins the race with the close
     fleet.connect(N1)  # everyone else is still welcome
@@ -420,8 +422,7 @@ def test_a_revoked_certificate_is_refused_once_the_broker_reloads_the_crl(
         fleet.registry.partners,
         fleet.registry.services,
     )
-    acl.write_acl(without, fleet.tls.acl_file)
-    fleet.reload(2)
+    fleet.reload(without)
     connected.publish(telemetry_topic("north", N2), b"after the ACL reload")
     fleet.connect(N1).publish(telemetry_topic("north", N1), marker)
     assert [payload for _, payload, _ in ingest.until(marker)] == [marker]
@@ -442,11 +443,11 @@ def test_an_expired_crl_locks_every_client_out(own_fleet: Callable[..., Fleet]) 
         .sign(ca_key, hashes.SHA256())
     )
     fleet.pki.crl_file.write_bytes(expired.public_bytes(serialization.Encoding.PEM))
-    fleet.reload(1)
+    fleet.reload()
     with pytest.raises(MqttConnectError):
         fleet.connect(N1)
     fleet.pki.write_crl()
-    fleet.reload(2)
+    fleet.reload()
     fleet.connect(N1)
 
 
@@ -534,6 +535,32 @@ def test_cli_broker_config_runs_a_broker_that_enforces_the_acl(
         assert [payload for _, payload, _ in ingest.until(marker)] == [marker]
     finally:
         fleet.close_clients()
+
+
+def test_broker_files_need_a_valid_broker_certificate_with_its_key_here(tmp_path: Path) -> None:
+    fleet_pki = pki.FleetPki.init(tmp_path / "pki")
+    registry = _registry(tmp_path, VEHICLE_N1)
+    out = tmp_path / "broker"
+    fleet_pki.issue(pki.SERVICE, "ingest")
+    for broker in ("mqtt.fleet.test", "ingest"):  # never issued; issued for another role
+        with pytest.raises(pki.PkiError, match=f"no valid broker certificate for '{broker}'"):
+            write_broker_files(fleet_pki, registry, broker, out)
+    pki.create_request(pki.BROKER, "mqtt.fleet.test", tmp_path / "key.pem", tmp_path / "request.csr")
+    fleet_pki.issue_from_request((tmp_path / "request.csr").read_bytes(), pki.BROKER)
+    with pytest.raises(pki.PkiError, match="made elsewhere"):
+        write_broker_files(fleet_pki, registry, "mqtt.fleet.test", out)
+    fleet_pki.revoke_identity("mqtt.fleet.test")
+    fleet_pki.issue(pki.BROKER, "mqtt.fleet.test")
+    tls = write_broker_files(fleet_pki, registry, "mqtt.fleet.test", out)
+    assert sorted(path.name for path in out.iterdir()) == [
+        "acl",
+        "broker.key",
+        "broker.pem",
+        "ca.pem",
+        "crl.pem",
+    ]
+    assert tls.key_file == out.resolve() / "broker.key" and _mode(out / "broker.key") == 0o600
+    assert (out / "crl.pem").read_bytes() == fleet_pki.crl_file.read_bytes()  # the revocation is in it
 
 
 # --- the PKI on its own ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ brake to B's warning callback; it is printed, never asserted.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import random
@@ -35,6 +36,7 @@ from edge.v2x.quadkey import quadkey
 from edge.v2x.security import Verifier
 from edge.v2x.stack import V2xConfig, V2xStack, warning_publisher
 from edge.v2x.transport import MqttRelayTransport, UdpMulticastTransport, V2xTransport
+from roadwave.cli import v2x_relay
 from roadwave.contract import v2x as topics
 from roadwave.mqtt import MqttSettings, connect
 from roadwave.services import Mosquitto
@@ -254,3 +256,36 @@ def test_vehicles_can_publish_to_the_tiles_directly(mosquitto: Mosquitto) -> Non
     finally:
         road.close()
     road.check(3)
+
+
+@pytest.mark.integration
+def test_a_tile_packet_larger_than_the_relay_forwards_is_dropped_unread(mosquitto: Mosquitto) -> None:
+    tag = uuid.uuid4().hex[:8]
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port)
+    received: list[bytes] = []
+    car = MqttRelayTransport(settings, f"car-{tag}")
+    car.open(received.append)
+    sender = connect(settings, f"bypass-{tag}")  # publishes to the tile itself, as only the relay should
+    try:
+        latitude, longitude = offset(0.0, 0.0)
+        car.on_position(latitude, longitude)
+        assert car.wait_subscribed(WAIT_S)
+        tile = topics.tile_topic(topics.CAM, quadkey(latitude, longitude, topics.PUBLISH_ZOOM))
+        largest = bytes(topics.MAX_PACKET_BYTES)
+        for packet in (largest + b"\x00", largest):  # one over the cap, then the largest allowed
+            sender.publish(tile, packet, qos=1).wait_for_publish(WAIT_S)
+        wait_for(lambda: largest in received, "the packet of the largest allowed size")
+    finally:
+        car.close()
+        sender.loop_stop()
+        sender.disconnect()
+    # Messages from one publisher arrive in order: the larger one came first and never reached the stack.
+    assert received == [largest] and car.oversize == 1
+
+
+def test_the_relay_refuses_a_cap_above_what_vehicles_accept(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="roadwave")
+    v2x_relay.add_subparser(parser.add_subparsers(required=True))
+    args = parser.parse_args(["v2x-relay", "--max-packet-bytes", str(topics.MAX_PACKET_BYTES + 1)])
+    assert args.func(args) == 2
+    assert f"--max-packet-bytes 1-{topics.MAX_PACKET_BYTES}" in capsys.readouterr().err

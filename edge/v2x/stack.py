@@ -211,6 +211,8 @@ class V2xStack:
         for transport in self.transports:
             if transport.echoes_dropped:
                 counts[f"echoes.{transport.name}"] = transport.echoes_dropped
+            if transport.oversize:
+                counts[f"rejected.oversize.{transport.name}"] = transport.oversize
         return dict(sorted(counts.items()))
 
     def close(self) -> None:

@@ -96,6 +96,8 @@ class V2xTransport(ABC):
         self._receive: Receive | None = None
         self._echoes = _EchoFilter()
         self.echoes_dropped = 0
+        #: Packets dropped unread for exceeding the transport's size cap.
+        self.oversize = 0
 
     def open(self, receive: Receive) -> None:
         """Start sending and receiving; ``receive`` gets every packet heard from others."""
@@ -292,8 +294,6 @@ class MqttRelayTransport(V2xTransport):
         self._tiles: set[str] = set()
         self._pending: dict[int, set[str]] = {}  # SUBSCRIBE message id -> its tiles
         self._confirmed: set[str] = set()  # tiles the broker has acknowledged
-        #: Packets dropped for being larger than :data:`roadwave.contract.v2x.MAX_PACKET_BYTES`.
-        self.oversize = 0
 
     def _open(self) -> None:
         try:

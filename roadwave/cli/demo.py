@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cloud.influx import InfluxError
-from roadwave.pipeline import Endpoints, Pipeline, PipelineError
-from roadwave.services import InfluxDB1, Mosquitto, ServiceError
+from roadwave.mqtt import MqttConnectError
+from roadwave.pipeline import Endpoints, IsolationReport, Pipeline, PipelineError
+from roadwave.services import InfluxDB1, ServiceError
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -25,7 +26,9 @@ def add_subparser(subparsers: Any) -> None:
         help="run a simulated fleet end to end (servers started for you)",
         description="Start Mosquitto and InfluxDB on free loopback ports (unless given), "
         "simulate a fleet on a ring road, run one edge agent per vehicle and the ingest, "
-        "then print what reached InfluxDB.",
+        "then print what reached InfluxDB. The demo's broker runs TLS only, with a client "
+        "certificate for every vehicle and service from a fleet PKI in the working folder and "
+        "the ACL of the fleet registry (docs/security.md).",
     )
     parser.add_argument("--vehicles", type=int, default=5, help="connected vehicles (default 5)")
     parser.add_argument(
@@ -44,7 +47,12 @@ def add_subparser(subparsers: Any) -> None:
         "--mqtt",
         default=os.environ.get("ROADWAVE_MQTT"),
         metavar="HOST:PORT",
-        help="use this broker instead of starting one (env ROADWAVE_MQTT)",
+        help="use this broker instead of starting one, in plain MQTT without credentials (env ROADWAVE_MQTT)",
+    )
+    parser.add_argument(
+        "--plain-mqtt",
+        action="store_true",
+        help="start the broker without TLS (anonymous plain MQTT on loopback), e.g. to compare",
     )
     parser.add_argument(
         "--influx-url",
@@ -95,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
             if not args.keep:
                 stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         try:
-            endpoints = _endpoints(args, workdir, stack, clock)
-            pipeline = stack.enter_context(Pipeline(workdir, endpoints))
+            influx_url = _influx_url(args, workdir, stack, clock)
+            pipeline = stack.enter_context(_pipeline(args, workdir, influx_url, clock))
             result = _drive(args, pipeline, clock)
-        except (ServiceError, PipelineError, InfluxError, ValueError) as exc:
+        except (ServiceError, PipelineError, InfluxError, MqttConnectError, ValueError) as exc:
             print(f"roadwave demo: {exc}", file=sys.stderr)
             return 2
         if args.keep:
@@ -108,24 +116,32 @@ def run(args: argparse.Namespace) -> int:
     return result
 
 
-def _endpoints(
-    args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack, clock: _Clock
-) -> Endpoints:
+def _influx_url(args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack, clock: _Clock) -> str:
+    if args.influx_url:
+        clock.say(f"using InfluxDB at {args.influx_url}")
+        return str(args.influx_url)
+    influx = stack.enter_context(InfluxDB1(workdir / "influxdb").start())
+    clock.say(f"InfluxDB {influx.version} started at {influx.url}")
+    return influx.url
+
+
+def _pipeline(args: argparse.Namespace, workdir: Path, influx_url: str, clock: _Clock) -> Pipeline:
     if args.mqtt:
         mqtt_host, mqtt_port = _parse_host_port(args.mqtt)
-        clock.say(f"using the MQTT broker at {mqtt_host}:{mqtt_port}")
+        clock.say(f"using the MQTT broker at {mqtt_host}:{mqtt_port} (plain MQTT)")
+        return Pipeline(workdir, Endpoints(mqtt_host, mqtt_port, influx_url, args.database))
+    pipeline = Pipeline.with_own_broker(workdir, influx_url, args.database, tls=not args.plain_mqtt)
+    endpoints = pipeline.endpoints
+    where = f"{endpoints.mqtt_host}:{endpoints.mqtt_port}"
+    if endpoints.pki_dir is None:
+        clock.say(f"Mosquitto started on {where}: plain MQTT, anonymous access")
     else:
-        broker = stack.enter_context(Mosquitto(workdir / "mosquitto").start())
-        mqtt_host, mqtt_port = broker.host, broker.port
-        clock.say(f"Mosquitto started on {mqtt_host}:{mqtt_port}")
-    if args.influx_url:
-        influx_url = args.influx_url
-        clock.say(f"using InfluxDB at {influx_url}")
-    else:
-        influx = stack.enter_context(InfluxDB1(workdir / "influxdb").start())
-        influx_url = influx.url
-        clock.say(f"InfluxDB {influx.version} started at {influx_url}")
-    return Endpoints(mqtt_host, mqtt_port, influx_url, args.database)
+        clock.say(
+            f"Mosquitto started on {where}: TLS only, client certificates of the fleet CA required, "
+            "ACL from the fleet registry"
+        )
+        clock.say(f"  fleet PKI (CA, certificates, CRL) in {endpoints.pki_dir}")
+    return pipeline
 
 
 def _drive(args: argparse.Namespace, pipeline: Pipeline, clock: _Clock) -> int:
@@ -133,6 +149,8 @@ def _drive(args: argparse.Namespace, pipeline: Pipeline, clock: _Clock) -> int:
     clock.say(f"simulating {args.vehicles} vehicles for {args.duration:.0f} s on a ring road ...")
     sim = pipeline.simulate(args.vehicles, args.duration, args.seed, warmup_s=args.warmup)
     clock.say(f"  {sim.frames} CAN frames written to {pipeline.workdir / 'logs'}")
+    if pipeline.endpoints.tls:
+        clock.say(f"  a certificate for each vehicle, and its topics in {pipeline.workdir / 'fleet.toml'}")
     pipeline.start_ingest()
     clock.say("ingest subscribed; starting one edge agent per vehicle ...")
     reports = pipeline.run_agents(sim.logs)
@@ -143,8 +161,38 @@ def _drive(args: argparse.Namespace, pipeline: Pipeline, clock: _Clock) -> int:
     stored = pipeline.wait_stored(published)
     ingest = pipeline.stop_ingest()
     clock.say(f"  {ingest['points_written']} points ({stored} samples) in InfluxDB")
-    _print_summary(args, pipeline, sim.frames, decoded, published, stored, ingest, clock)
-    return 0 if stored == published and ingest["messages_rejected"] == 0 else 1
+    isolation = _isolation(pipeline, list(sim.logs), clock)
+    _print_summary(args, pipeline, sim.frames, decoded, published, stored, ingest, isolation, clock)
+    isolated = isolation is None or isolation.isolated
+    return 0 if stored == published and ingest["messages_rejected"] == 0 and isolated else 1
+
+
+def _isolation(pipeline: Pipeline, vins: list[str], clock: _Clock) -> IsolationReport | None:
+    """One vehicle's certificate tries to read and to write another vehicle's telemetry."""
+    if not pipeline.endpoints.tls or len(vins) < 2:
+        return None
+    intruder, victim = vins[:2]
+    clock.say(f"isolation: {intruder}'s certificate reads and writes {victim}'s telemetry ...")
+    report = pipeline.check_isolation(intruder, victim)
+    clock.say(f"  {_isolation_text(report)}")
+    return report
+
+
+def _isolation_text(report: IsolationReport | None) -> str:
+    if report is None:
+        return "not checked (plain MQTT, or a single vehicle)"
+    outcome = "isolated" if report.isolated else "NOT ISOLATED"
+    control = "" if report.control else "; the control message did not arrive either"
+    return (
+        f"{outcome}: {report.intruder} received {report.read} of {report.victim}'s messages; "
+        f"{report.forged} it published as {report.victim} delivered{control}"
+    )
+
+
+def _mqtt_text(endpoints: Endpoints) -> str:
+    if endpoints.pki_dir is None:
+        return "plain, without credentials"
+    return f"TLS only, client certificates (PKI in {endpoints.pki_dir})"
 
 
 def _print_summary(
@@ -155,6 +203,7 @@ def _print_summary(
     published: int,
     stored: int,
     ingest: dict[str, int],
+    isolation: IsolationReport | None,
     clock: _Clock,
 ) -> None:
     query = pipeline.influx.query
@@ -177,6 +226,8 @@ def _print_summary(
     print(f"  samples             {published} published, {stored} stored in InfluxDB")
     print(f"  points written      {ingest['points_written']} in {ingest['writes']} writes")
     print(f"  rejected payloads   {ingest['messages_rejected']}")
+    print(f"  MQTT                {_mqtt_text(endpoints)}")
+    print(f"  isolation           {_isolation_text(isolation)}")
     print(f"  wall time           {time.monotonic() - clock.started:.1f} s")
     print()
     print("  vin                speed km/h mean/min/max   hardest brake m/s2   last position, odometer")
@@ -193,6 +244,6 @@ def _print_summary(
     print('  SELECT mean("Vehicle.Speed") FROM telemetry WHERE $timeFilter GROUP BY time($__interval), vin')
     print("  (or provision dashboards/provisioning/datasources/roadwave.yaml with those two values)")
     if args.workdir or args.keep:
-        print(f"Files (configs, CAN logs, ground truth, service logs): {pipeline.workdir}")
+        print(f"Files (configs, fleet PKI, registry, CAN logs, ground truth, logs): {pipeline.workdir}")
     else:
         print("Files are deleted at exit: --workdir DIR keeps them, --keep keeps the servers running.")

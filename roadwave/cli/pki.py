@@ -12,17 +12,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from roadwave import pki
-from roadwave.acl import write_acl
 from roadwave.configfile import ConfigError
 from roadwave.registry import FleetRegistry
-from roadwave.services import MosquittoConfigError, MosquittoTls, mosquitto_config
+from roadwave.services import MosquittoConfigError, mosquitto_config, write_broker_files
 
 PASSPHRASE_VARIABLE = "ROADWAVE_CA_PASSPHRASE"
 DEFAULT_BROKER_PORT = 8883
@@ -255,45 +253,20 @@ def run_broker_config(args: argparse.Namespace) -> int:
             raise pki.PkiError(f"{option} must be an absolute path as the broker sees it, got {path}")
     fleet_pki = _open(args)
     registry = FleetRegistry.load(args.registry)
-    pki.check_identity(pki.BROKER, args.broker)
-    valid = {record.identity: record for record in fleet_pki.certificates() if record.status() == "valid"}
-    record = valid.get(args.broker)
-    if record is None or record.role != pki.BROKER:
-        raise pki.PkiError(
-            f"no valid broker certificate for {args.broker!r}: "
-            f"issue one with `roadwave pki issue --dir {args.dir} --role broker {args.broker}`"
-        )
-    bundle = fleet_pki.bundle(args.broker)
-    if bundle.key_file is None:
-        raise pki.PkiError(
-            f"the key of {args.broker!r} was made elsewhere (issued from a request): "
-            "write the configuration where the key is, or issue the broker's certificate here"
-        )
     out: Path = args.out
-    seen: Path = args.paths_as if args.paths_as is not None else out.resolve()
-    tls = MosquittoTls(
-        ca_file=seen / "ca.pem",
-        cert_file=seen / "broker.pem",
-        key_file=seen / "broker.key",
-        crl_file=seen / "crl.pem",
-        acl_file=seen / "acl",
+    tls = write_broker_files(
+        fleet_pki,
+        registry,
+        args.broker,
+        out,
+        paths_as=args.paths_as,
+        owner=args.owner,
         client_id_from_identity=args.client_id_from_identity,
     )
     config = mosquitto_config(args.port, args.bind, args.data_dir, tls=tls)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(fleet_pki.ca_file, out / "ca.pem")
-    shutil.copyfile(bundle.cert_file, out / "broker.pem")
-    shutil.copyfile(fleet_pki.crl_file, out / "crl.pem")
-    pki.write_file_atomically(out / "broker.key", bundle.key_file.read_bytes(), 0o600)
-    if args.owner:
-        user, _, group = args.owner.partition(":")
-        try:
-            shutil.chown(out / "broker.key", user, group or None)
-        except (LookupError, PermissionError) as exc:
-            raise pki.PkiError(f"--owner {args.owner}: cannot give the key to it ({exc})") from exc
-    write_acl(registry, out / "acl")
     pki.write_file_atomically(out / "mosquitto.conf", config.encode(), 0o644)
     roles = registry.roles()
+    valid = {record.identity: record for record in fleet_pki.certificates() if record.status() == "valid"}
     _print(
         {
             "config_file": str(out / "mosquitto.conf"),

@@ -32,8 +32,6 @@ from roadwave import mqtt
 from roadwave.contract import ContractError, TopicError, shared_subscription
 from roadwave.contract import v2x as topics
 
-#: Largest packet forwarded: GeoNetworking headers, a DENM with long traces and a signature fit.
-DEFAULT_MAX_PACKET_BYTES = 4096
 #: Per kind: the BTP-B port, the GeoNetworking extended header and the message.
 _EXPECTED: dict[str, tuple[int, type, type]] = {
     topics.CAM: (BTP_PORT_CAM, ShbHeader, Cam),
@@ -49,7 +47,7 @@ class UploadRefused(ValueError):
         self.reason = reason
 
 
-def check_upload(topic: str, payload: bytes, max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES) -> str:
+def check_upload(topic: str, payload: bytes, max_packet_bytes: int = topics.MAX_PACKET_BYTES) -> str:
     """The tile topic to forward an upload to; raises :class:`UploadRefused` with the reason."""
     try:
         address = topics.parse_upload_topic(topic)
@@ -88,7 +86,7 @@ class V2xRelay:
         *,
         client_id: str = "roadwave-v2x-relay",
         group: str | None = None,
-        max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
+        max_packet_bytes: int = topics.MAX_PACKET_BYTES,
     ) -> None:
         self.settings, self.client_id, self.max_packet_bytes = settings, client_id, max_packet_bytes
         subscription = topics.UPLOAD_SUBSCRIPTION
@@ -149,16 +147,20 @@ def add_subparser(subparsers: Any) -> None:
     parser.add_argument(
         "--max-packet-bytes",
         type=int,
-        default=DEFAULT_MAX_PACKET_BYTES,
-        help=f"refuse larger packets (default {DEFAULT_MAX_PACKET_BYTES})",
+        default=topics.MAX_PACKET_BYTES,
+        help=f"refuse larger packets (default, and at most, {topics.MAX_PACKET_BYTES})",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the relay until SIGINT/SIGTERM."""
-    if not 1 <= args.mqtt_port <= 65535 or args.max_packet_bytes < 1:
-        print("roadwave v2x-relay: --mqtt-port must be 1-65535 and --max-packet-bytes >= 1", file=sys.stderr)
+    if not 1 <= args.mqtt_port <= 65535 or not 1 <= args.max_packet_bytes <= topics.MAX_PACKET_BYTES:
+        print(
+            "roadwave v2x-relay: --mqtt-port must be 1-65535 and --max-packet-bytes "
+            f"1-{topics.MAX_PACKET_BYTES} (vehicles drop larger packets)",
+            file=sys.stderr,
+        )
         return 2
     try:
         relay = V2xRelay(
