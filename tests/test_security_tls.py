@@ -13,6 +13,8 @@ import datetime as dt
 import json
 import os
 import queue
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +39,7 @@ from roadwave.mqtt import MqttConnectError, MqttSettings, MqttTlsError, connect
 from roadwave.registry import FleetRegistry, RegistryError
 from roadwave.services import Mosquitto, MosquittoConfigError, MosquittoTls, free_port, write_broker_files
 
+REPO = Path(__file__).resolve().parents[1]
 N1, N2, S1 = "RWTLS0N0RTH000001", "RWTLS0N0RTH000002", "RWTLS0S0UTH000001"
 BROKER = "broker.fleet.test"
 QUADKEY = "120210233023103212"
@@ -272,6 +275,32 @@ def test_connections_without_a_fleet_client_certificate_are_refused(
     with pytest.raises(MqttConnectError, match="did not accept|TLS handshake"):
         clients.connect(None, settings=settings)
     clients.connect(N1)  # the broker still serves the fleet
+
+
+def run_relay(config: Path) -> tuple[int | None, str, str]:
+    """``roadwave v2x-relay --config config`` until its first line; then stopped with SIGTERM."""
+    command = [sys.executable, "-m", "roadwave", "v2x-relay", "--config", str(config)]
+    relay = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert relay.stdout is not None
+    first = relay.stdout.readline()
+    relay.terminate()
+    rest, errors = relay.communicate(timeout=WAIT_S)
+    return relay.returncode, first + rest, errors
+
+
+@pytest.mark.integration
+def test_the_v2x_relay_connects_with_its_service_certificate(clients: Fleet, tmp_path: Path) -> None:
+    assert clients.broker is not None
+    bundle = clients.pki.bundle("relay")
+    address = f'[mqtt]\nhost = "{clients.broker.host}"\nport = {clients.broker.port}\n'
+    files = f'ca_file = "{clients.pki.ca_file}"\ncert_file = "{bundle.cert_file}"\n'
+    (tmp_path / "relay.toml").write_text(f'{address}{files}key_file = "{bundle.key_file}"\n')
+    (tmp_path / "plain.toml").write_text(address)
+
+    _code, out, errors = run_relay(tmp_path / "relay.toml")
+    assert json.loads(out.splitlines()[0]) == {"event": "ready", "subscription": UPLOAD_SUBSCRIPTION}, errors
+    code, out, errors = run_relay(tmp_path / "plain.toml")  # plain MQTT to the TLS listener
+    assert code == 3 and "ready" not in out and "roadwave v2x-relay: " in errors
 
 
 @pytest.mark.integration

@@ -18,13 +18,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 
 from roadwave import mqtt
-from roadwave.configfile import ConfigError, Table, with_overrides
+from roadwave.cli.broker_options import add_broker_arguments, broker_settings
+from roadwave.configfile import ConfigError
 from roadwave.contract import ContractError, PayloadError
 from roadwave.contract.alerts import (
     MAX_ACK_BY,
@@ -45,11 +45,7 @@ def add_subparser(subparsers: Any) -> None:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--partner", required=True, help="partner id: its certificate's Common Name")
-    common.add_argument(
-        "--config", type=Path, help="TOML file with an [mqtt] table (host, port, client_id, TLS files)"
-    )
-    common.add_argument("--mqtt-host", help="broker host (overrides the file)")
-    common.add_argument("--mqtt-port", type=int, help="broker port (overrides the file)")
+    add_broker_arguments(common)
     by_help = f"who acknowledges, 1-{MAX_ACK_BY} printable characters; recorded as PARTNER:BY"
 
     watch = commands.add_parser(
@@ -79,20 +75,6 @@ def add_subparser(subparsers: Any) -> None:
     ack.add_argument("alert_id", metavar="ALERT_ID", help="the alert's id, as in its document")
     ack.add_argument("--by", required=True, help=by_help)
     ack.set_defaults(func=run_ack)
-
-
-def _settings(args: argparse.Namespace) -> mqtt.MqttSettings:
-    """The [mqtt] table of --config (or defaults) with the command-line overrides."""
-    settings = mqtt.MqttSettings()
-    if args.config is not None:
-        root = Table.load(args.config)
-        settings = mqtt.MqttSettings.read(root.table("mqtt"))
-        root.finish()
-    client_id = settings.client_id or f"{args.partner}-{os.getpid()}"
-    settings = with_overrides(settings, host=args.mqtt_host, port=args.mqtt_port, client_id=client_id)
-    if not 1 <= settings.port <= 65535:
-        raise ConfigError(f"--mqtt-port must be 1-65535, got {settings.port}")
-    return settings
 
 
 def _acknowledgements(args: argparse.Namespace, alert_ids: Sequence[str]) -> list[Acknowledgement]:
@@ -155,7 +137,7 @@ class _Printer:
 def run_watch(args: argparse.Namespace) -> int:
     """Print the partner's alerts until stopped; exit status 1 if --count was not reached in --timeout."""
     try:
-        settings = _settings(args)
+        settings = broker_settings(args, f"{args.partner}-{os.getpid()}")
         acks = _acknowledgements(args, args.ack)
         topic_filter = partner_alerts_filter(args.partner)
     except (ConfigError, ContractError) as exc:
@@ -201,7 +183,7 @@ def run_watch(args: argparse.Namespace) -> int:
 def run_ack(args: argparse.Namespace) -> int:
     """Acknowledge one alert; exit once the broker has the acknowledgement."""
     try:
-        settings = _settings(args)
+        settings = broker_settings(args, f"{args.partner}-{os.getpid()}")
         acks = _acknowledgements(args, [args.alert_id])
     except (ConfigError, ContractError) as exc:
         print(f"roadwave partner ack: {exc}", file=sys.stderr)

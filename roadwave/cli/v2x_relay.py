@@ -29,6 +29,8 @@ from edge.v2x.model import Cam, Denm
 from edge.v2x.quadkey import Tile
 from edge.v2x.transport import send_without_delay
 from roadwave import mqtt
+from roadwave.cli.broker_options import add_broker_arguments, broker_settings
+from roadwave.configfile import ConfigError
 from roadwave.contract import ContractError, TopicError, shared_subscription
 from roadwave.contract import v2x as topics
 
@@ -127,6 +129,9 @@ class V2xRelay:
             self.counts[name] += 1
 
 
+DEFAULT_CLIENT_ID = "roadwave-v2x-relay"
+
+
 def add_subparser(subparsers: Any) -> None:
     """Register ``roadwave v2x-relay``."""
     parser = subparsers.add_parser(
@@ -136,11 +141,10 @@ def add_subparser(subparsers: Any) -> None:
         "of its quadkey tile (docs/v2x.md). Prints a JSON line when ready and one with its counters "
         "when stopped (SIGINT/SIGTERM).",
     )
-    parser.add_argument("--mqtt-host", default=mqtt.MqttSettings.host, help="broker host (default 127.0.0.1)")
+    add_broker_arguments(parser)
     parser.add_argument(
-        "--mqtt-port", type=int, default=mqtt.MqttSettings.port, help="broker port (default 1883)"
+        "--client-id", help=f"MQTT client id (overrides the file; default {DEFAULT_CLIENT_ID})"
     )
-    parser.add_argument("--client-id", default="roadwave-v2x-relay", help="MQTT client id")
     parser.add_argument(
         "--group", help="share the uploads among the relays of this group (shared subscription)"
     )
@@ -155,21 +159,22 @@ def add_subparser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the relay until SIGINT/SIGTERM."""
-    if not 1 <= args.mqtt_port <= 65535 or not 1 <= args.max_packet_bytes <= topics.MAX_PACKET_BYTES:
+    if not 1 <= args.max_packet_bytes <= topics.MAX_PACKET_BYTES:
         print(
-            "roadwave v2x-relay: --mqtt-port must be 1-65535 and --max-packet-bytes "
-            f"1-{topics.MAX_PACKET_BYTES} (vehicles drop larger packets)",
+            f"roadwave v2x-relay: --max-packet-bytes must be 1-{topics.MAX_PACKET_BYTES} "
+            "(vehicles drop larger packets)",
             file=sys.stderr,
         )
         return 2
     try:
+        settings = broker_settings(args, DEFAULT_CLIENT_ID)
         relay = V2xRelay(
-            mqtt.MqttSettings(host=args.mqtt_host, port=args.mqtt_port),
-            client_id=args.client_id,
+            settings,
+            client_id=args.client_id or settings.client_id or DEFAULT_CLIENT_ID,
             group=args.group,
             max_packet_bytes=args.max_packet_bytes,
         )
-    except ContractError as exc:
+    except (ContractError, ConfigError) as exc:
         print(f"roadwave v2x-relay: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
