@@ -292,6 +292,11 @@ def encode_telemetry(batch: TelemetryBatch, compress: bool = False) -> bytes:
             for r in batch.records
         ],
     }
+    return dump_payload(document, compress)
+
+
+def dump_payload(document: dict[str, Any], compress: bool = False) -> bytes:
+    """A vehicle payload: compact JSON without NaN/Infinity, deflated (zlib level 6) if asked."""
     text = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     return zlib.compress(text, 6) if compress else text
 

@@ -40,6 +40,7 @@ from roadwave.contract import (
     _reject_constant,
     check_fleet,
     check_vin,
+    dump_payload,
     is_finite_number,
     is_timestamp,
     read_field,
@@ -326,10 +327,6 @@ def parse_ack_topic(topic: str) -> str:
 # --- payloads -----------------------------------------------------------------------------
 
 
-def _dumps(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
-
-
 def _load(payload: bytes, max_bytes: int, what: str) -> Any:
     if len(payload) > max_bytes:
         raise PayloadError(f"{what} of {len(payload)} bytes exceeds {max_bytes}")
@@ -345,7 +342,7 @@ def _load(payload: bytes, max_bytes: int, what: str) -> Any:
 
 def encode_alert(alert: Alert) -> bytes:
     """The payload of an alert topic: the alert document, compact JSON."""
-    return _dumps(alert.to_dict())
+    return dump_payload(alert.to_dict())
 
 
 def decode_alert(topic: str, payload: bytes) -> tuple[AlertAddress, Alert]:
@@ -393,7 +390,7 @@ class Acknowledgement:
 
 def encode_ack(ack: Acknowledgement) -> bytes:
     """The payload of an acknowledgement (its topic, :func:`ack_topic`, names the partner)."""
-    return _dumps({"v": ACK_SCHEMA_VERSION, "id": ack.alert_id, "by": ack.by})
+    return dump_payload({"v": ACK_SCHEMA_VERSION, "id": ack.alert_id, "by": ack.by})
 
 
 def decode_ack(topic: str, payload: bytes) -> Acknowledgement:

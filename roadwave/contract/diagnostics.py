@@ -26,9 +26,7 @@ not take a missing code as cleared. ``problems`` counts what went wrong by kind.
 
 from __future__ import annotations
 
-import json
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -36,6 +34,7 @@ from roadwave.contract import (
     TOPIC_ROOT,
     TOPIC_VERSION,
     PayloadError,
+    dump_payload,
     is_finite_number,
     open_vehicle_payload,
     read_counters,
@@ -245,9 +244,7 @@ def diagnostics_topic(fleet: str, vin: str) -> str:
 
 def encode_diagnostics(fleet: str, vin: str, report: DiagnosticsReport, compress: bool = False) -> bytes:
     """The payload of one diagnostic report, deflated when ``compress``."""
-    document = {**report.to_dict(), "vin": vin, "fleet": fleet}
-    text = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
-    return zlib.compress(text, 6) if compress else text
+    return dump_payload({**report.to_dict(), "vin": vin, "fleet": fleet}, compress)
 
 
 def decode_diagnostics(topic: str, payload: bytes) -> tuple[str, str, DiagnosticsReport]:

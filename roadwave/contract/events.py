@@ -13,9 +13,7 @@ the ``ongoing`` one, since a point's identity is its event's start time.
 
 from __future__ import annotations
 
-import json
 import re
-import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +25,7 @@ from roadwave.contract import (
     ContractError,
     PayloadError,
     check_value,
+    dump_payload,
     is_finite_number,
     is_timestamp,
     open_vehicle_payload,
@@ -191,9 +190,7 @@ def events_topic(fleet: str, vin: str) -> str:
 
 def encode_event(fleet: str, vin: str, event: Event, compress: bool = False) -> bytes:
     """The payload of one event update, deflated when ``compress``."""
-    document = {**event.to_dict(), "vin": vin, "fleet": fleet}
-    text = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
-    return zlib.compress(text, 6) if compress else text
+    return dump_payload({**event.to_dict(), "vin": vin, "fleet": fleet}, compress)
 
 
 def decode_event(topic: str, payload: bytes) -> tuple[str, str, Event]:
