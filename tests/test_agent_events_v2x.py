@@ -192,7 +192,8 @@ class Tap:
             if json.loads(message.payload)["online"]:
                 self.online.add(vin)
         elif kind == "events":
-            self.events.append((arrived_ns, decode_event(message.topic, message.payload)[2].to_dict()))
+            event = decode_event(message.topic, message.payload)[2].to_dict()
+            self.events.append((arrived_ns, {**event, "vin": vin}))
         else:
             self.warnings.setdefault(vin, []).append((arrived_ns, json.loads(message.payload)))
 
@@ -293,9 +294,13 @@ def test_a_hard_brake_in_car_a_warns_car_b_through_the_agents_by_broadcast_and_b
     # car A detected every brake, announced each with a DENM, and published the events
     detected = [
         (arrived, event) for arrived, event in tap.events
-        if event["type"] == "emergency_braking" and event["state"] == "ongoing"
+        if event["vin"] == vin_a and event["type"] == "emergency_braking" and event["state"] == "ongoing"
     ]  # fmt: skip
-    assert len(detected) == BRAKES and reports[vin_a]["events_detected"] == 2 * BRAKES
+    # Each brake is also a harsh braking; on a loaded machine frames can bunch into one more
+    # event of another type, so the total is checked against what was published, not fixed.
+    of_a = [event for _, event in tap.events if event["vin"] == vin_a]
+    published = {event["id"] for event in of_a if event["state"] == "ongoing"}
+    assert len(detected) == BRAKES and reports[vin_a]["events_detected"] == len(published) >= 2 * BRAKES
     assert reports[vin_a]["v2x"]["sent.denm"] >= BRAKES and reports[vin_a]["v2x"]["sent.cam"] > 0
     detected_ms = sorted(int(event["detected"]) // 10**6 for _arrived, event in detected)  # type: ignore[call-overload]
     publish_ms = [(arrived - int(event["detected"])) / 1e6 for arrived, event in detected]  # type: ignore[call-overload]
