@@ -288,4 +288,4 @@ def test_the_relay_refuses_a_cap_above_what_vehicles_accept(capsys: pytest.Captu
     v2x_relay.add_subparser(parser.add_subparsers(required=True))
     args = parser.parse_args(["v2x-relay", "--max-packet-bytes", str(topics.MAX_PACKET_BYTES + 1)])
     assert args.func(args) == 2
-    assert f"--max-packet-bytes 1-{topics.MAX_PACKET_BYTES}" in capsys.readouterr().err
+    assert f"--max-packet-bytes must be 1-{topics.MAX_PACKET_BYTES}" in capsys.readouterr().err
