@@ -28,6 +28,7 @@ import subprocess
 import time
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -383,12 +384,15 @@ def write_broker_files(
     paths_as: Path | None = None,
     owner: str | None = None,
     client_id_from_identity: bool = False,
+    config: Callable[[MosquittoTls], str] | None = None,
 ) -> MosquittoTls:
     """Put what a TLS broker reads into ``out``; return the settings that name those files.
 
     ``out`` receives ``ca.pem``, ``broker.pem``, ``broker.key`` (0600, given to ``owner``,
     ``user`` or ``user:group``, if set), ``crl.pem`` and the ``acl`` generated from
-    ``registry``. ``paths_as`` is ``out`` as the broker sees it (e.g. in a container). Both
+    ``registry``, and ``mosquitto.conf`` if ``config`` renders it from the settings (it is
+    rendered before anything is written, so a refused configuration writes nothing).
+    ``paths_as`` is ``out`` as the broker sees it (e.g. in a container). Both
     ``roadwave pki broker-config`` and the pipeline's own broker are configured by this.
 
     Raises:
@@ -420,6 +424,7 @@ def write_broker_files(
         acl_file=seen / "acl",
         client_id_from_identity=client_id_from_identity,
     )
+    config_text = None if config is None else config(tls)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(fleet_pki.ca_file, out / "ca.pem")
     shutil.copyfile(bundle.cert_file, out / "broker.pem")
@@ -432,6 +437,8 @@ def write_broker_files(
         except (LookupError, PermissionError) as exc:
             raise pki.PkiError(f"owner {owner!r}: cannot give it the broker's key ({exc})") from exc
     write_acl(registry, out / "acl")
+    if config_text is not None:
+        pki.write_file_atomically(out / "mosquitto.conf", config_text.encode(), 0o644)
     return tls
 
 

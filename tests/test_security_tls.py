@@ -566,6 +566,18 @@ def test_cli_broker_config_runs_a_broker_that_enforces_the_acl(
         fleet.close_clients()
 
 
+def test_a_broker_configuration_that_cannot_be_written_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = make_fleet(tmp_path)
+    out = tmp_path / "deploy"
+    argv: list[str | Path] = ["--dir", fleet.pki.directory, "--registry", tmp_path / "fleet.toml"]
+    argv += ["--broker", BROKER, "--out", out, "--bind", " 0.0.0.0", "--data-dir", tmp_path / "data"]
+    assert run_pki("broker-config", *argv) == 2
+    assert "leading or trailing blanks" in capsys.readouterr().err
+    assert not out.exists()  # no certificate or key copied before the refusal
+
+
 def test_broker_files_need_a_valid_broker_certificate_with_its_key_here(tmp_path: Path) -> None:
     fleet_pki = pki.FleetPki.init(tmp_path / "pki")
     registry = _registry(tmp_path, VEHICLE_N1)

@@ -254,7 +254,7 @@ def run_broker_config(args: argparse.Namespace) -> int:
     fleet_pki = _open(args)
     registry = FleetRegistry.load(args.registry)
     out: Path = args.out
-    tls = write_broker_files(
+    write_broker_files(
         fleet_pki,
         registry,
         args.broker,
@@ -262,9 +262,8 @@ def run_broker_config(args: argparse.Namespace) -> int:
         paths_as=args.paths_as,
         owner=args.owner,
         client_id_from_identity=args.client_id_from_identity,
+        config=lambda tls: mosquitto_config(args.port, args.bind, args.data_dir, tls=tls),
     )
-    config = mosquitto_config(args.port, args.bind, args.data_dir, tls=tls)
-    pki.write_file_atomically(out / "mosquitto.conf", config.encode(), 0o644)
     roles = registry.roles()
     valid = {record.identity: record for record in fleet_pki.certificates() if record.status() == "valid"}
     _print(
